@@ -1,0 +1,1 @@
+"""Perception on the device: detection types and (later) inference backends."""

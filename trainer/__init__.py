@@ -1,0 +1,1 @@
+"""Cloud side: the PTZ search environment, baselines, evaluation and (later) training."""

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.geometry import REFERENCE_WIDTH_PX, CameraView, PTZPose, focal_px
 from edge.perception.detection import Detection
-from edge.sim.spec import CameraMountSpec
+from firmware_config.camera import CameraMountSpec
 
 OBS_SCHEMA = "sitehawk.obs/1"
 MAP_CHANNELS = ("staleness", "candidates", "hazards")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from edge.geometry import PTZPose
-from edge.sim.spec import PTZLimitsSpec
+from firmware_config.camera import PTZLimitsSpec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+"""PTZ policies a device can run, and the observation they act on."""
+
+from edge.policy.base import POLICIES, Policy, PolicyContext, make_policy
+
+__all__ = ["POLICIES", "Policy", "PolicyContext", "make_policy"]

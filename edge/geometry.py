@@ -63,7 +63,7 @@ def yaw_pitch_of(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return yaw, pitch
 
 
-def wrap_deg(angle):  # type: ignore[no-untyped-def]
+def wrap_deg(angle):
     """Wrap degrees to [-180, 180); keeps scalars scalar."""
     wrapped = np.mod(np.asarray(angle, dtype=np.float64) + 180.0, 360.0) - 180.0
     return float(wrapped) if np.ndim(wrapped) == 0 else wrapped
@@ -129,7 +129,7 @@ class CameraView:
         return (np.asarray(points, dtype=np.float64) - self._position) @ self._rotation.T
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World points (..., 3) → pixel coordinates (..., 2) and depth (...). Depth ≤ 0 = behind."""
+        """World points (..., 3) → pixels (..., 2) and depth (...); depth ≤ 0 is behind."""
         cam = self.to_camera(points)
         z = cam[..., 2]
         safe = np.where(np.abs(z) < 1e-9, 1e-9, z)

@@ -50,5 +50,3 @@ class CameraMountSpec(_Strict):
     height_m: float = Field(gt=1.0, le=100.0, description="Camera height above ground")
     heading_deg: float = Field(description="Compass direction of pan=0 (0 = +y, clockwise)")
     limits: PTZLimitsSpec = Field(default_factory=PTZLimitsSpec)
-
-

@@ -35,7 +35,11 @@ class PolicyContext:
 
     @property
     def mount(self) -> tuple[float, float, float]:
-        return (float(self.camera.position[0]), float(self.camera.position[1]), float(self.camera.height_m))
+        return (
+            float(self.camera.position[0]),
+            float(self.camera.position[1]),
+            float(self.camera.height_m),
+        )
 
 
 @runtime_checkable
@@ -57,7 +61,9 @@ FOV_STEP = 0.5
 ZOOM_STEP = 1.5
 
 
-def discrete_to_command(action: int, pose: PTZPose, camera: CameraMountSpec, dt: float) -> PTZCommand:
+def discrete_to_command(
+    action: int, pose: PTZPose, camera: CameraMountSpec, dt: float
+) -> PTZCommand:
     """Map a discrete action to a relative move.
 
     Pan and tilt move by half the current field of view (so consecutive views overlap by half),
@@ -96,11 +102,11 @@ POLICIES: dict[str, str] = {
 }
 
 
-def make_policy(name: str, **kwargs) -> Policy:  # type: ignore[no-untyped-def]
+def make_policy(name: str, **kwargs) -> Policy:
     """Instantiate a registered policy by name."""
     try:
         entry = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; choose one of {sorted(POLICIES)}") from None
     module, _, cls = entry.partition(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)(**kwargs)

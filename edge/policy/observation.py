@@ -101,10 +101,20 @@ class ObservationBuilder:
         self.camera = camera
         self.config = config or ObservationConfig()
         cfg, lim = self.config, camera.limits
-        self.position = (float(camera.position[0]), float(camera.position[1]), float(camera.height_m))
+        self.position = (
+            float(camera.position[0]),
+            float(camera.position[1]),
+            float(camera.height_m),
+        )
         # cell centres
-        self.pan_centres = lim.pan_min_deg + (np.arange(cfg.grid_w) + 0.5) * (lim.pan_max_deg - lim.pan_min_deg) / cfg.grid_w
-        self.tilt_centres = lim.tilt_max_deg - (np.arange(cfg.grid_h) + 0.5) * (lim.tilt_max_deg - lim.tilt_min_deg) / cfg.grid_h
+        self.pan_centres = (
+            lim.pan_min_deg
+            + (np.arange(cfg.grid_w) + 0.5) * (lim.pan_max_deg - lim.pan_min_deg) / cfg.grid_w
+        )
+        self.tilt_centres = (
+            lim.tilt_max_deg
+            - (np.arange(cfg.grid_h) + 0.5) * (lim.tilt_max_deg - lim.tilt_min_deg) / cfg.grid_h
+        )
         down = np.radians(-self.tilt_centres)
         with np.errstate(divide="ignore"):
             rng = np.where(down > 1e-3, camera.height_m / np.sin(np.maximum(down, 1e-3)), np.inf)
@@ -123,7 +133,9 @@ class ObservationBuilder:
     def cell_of(self, pan_deg: float, tilt_deg: float) -> tuple[int, int]:
         lim, cfg = self.camera.limits, self.config
         col = int((pan_deg - lim.pan_min_deg) / (lim.pan_max_deg - lim.pan_min_deg) * cfg.grid_w)
-        row = int((lim.tilt_max_deg - tilt_deg) / (lim.tilt_max_deg - lim.tilt_min_deg) * cfg.grid_h)
+        row = int(
+            (lim.tilt_max_deg - tilt_deg) / (lim.tilt_max_deg - lim.tilt_min_deg) * cfg.grid_h
+        )
         return min(max(row, 0), cfg.grid_h - 1), min(max(col, 0), cfg.grid_w - 1)
 
     def normalised_pose(self, pose: PTZPose) -> np.ndarray:
@@ -182,12 +194,21 @@ class ObservationBuilder:
         view = np.ascontiguousarray(view[..., ::-1])  # BGR → RGB
         return Observation(view, self.normalised_pose(pose), maps, pose, t, targets)
 
-    def targets(self, detections: list[Detection], pose: PTZPose, width: int, height: int) -> list[Target]:
+    def targets(
+        self, detections: list[Detection], pose: PTZPose, width: int, height: int
+    ) -> list[Target]:
         """People and smoke found in this frame, placed in pan/tilt and on the ground."""
         cfg = self.config
         if not detections:
             return []
-        view = CameraView(self.position, float(self.camera.heading_deg), pose, width, height, self.camera.limits.fov_h_1x_deg)
+        view = CameraView(
+            self.position,
+            float(self.camera.heading_deg),
+            pose,
+            width,
+            height,
+            self.camera.limits.fov_h_1x_deg,
+        )
         ref = REFERENCE_WIDTH_PX / width
         people = [d for d in detections if d.cls == "person"]
         heads = [d for d in detections if d.cls in ("head_helmet", "head_bare")]
@@ -195,7 +216,9 @@ class ObservationBuilder:
         smoke = [d for d in detections if d.cls == "fire_smoke"]
         out: list[Target] = []
         # a bare head with no person box around it still deserves a look
-        lone_heads = [hd for hd in heads if not any(_iou_contains(hd.bbox, p.bbox) > 0.5 for p in people)]
+        lone_heads = [
+            hd for hd in heads if not any(_iou_contains(hd.bbox, p.bbox) > 0.5 for p in people)
+        ]
         points = [((p.bbox[0] + p.bbox[2]) / 2, p.bbox[3]) for p in people]
         points += [hd.center for hd in lone_heads]
         points += [((s.bbox[0] + s.bbox[2]) / 2, s.bbox[3]) for s in smoke]
@@ -210,32 +233,72 @@ class ObservationBuilder:
             hazard = None
             if verified:
                 mine = [hd for hd in heads if _iou_contains(hd.bbox, p.bbox) > 0.5]
-                if any(hd.cls == "head_bare" for hd in mine) and not any(hd.cls == "head_helmet" and hd.score > 0.8 for hd in mine):
+                if any(hd.cls == "head_bare" for hd in mine) and not any(
+                    hd.cls == "head_helmet" and hd.score > 0.8 for hd in mine
+                ):
                     hazard = "no_helmet"
                 elif not any(_iou_contains(v.bbox, p.bbox) > 0.5 for v in vests):
                     hazard = "no_vest"
-            out.append(self._target("person", pans[k], tilts[k], ground[k], p.score, head_px, verified, hazard, pose))
+            out.append(
+                self._target(
+                    "person", pans[k], tilts[k], ground[k], p.score, head_px, verified, hazard, pose
+                )
+            )
         base = len(people)
         for k, hd in enumerate(lone_heads):
             size = hd.height * ref
             verified = size >= cfg.verify_head_px
             hazard = "no_helmet" if verified and hd.cls == "head_bare" else None
-            out.append(self._target("person", pans[base + k], tilts[base + k], ground[base + k], hd.score, size, verified, hazard, pose))
+            out.append(
+                self._target(
+                    "person",
+                    pans[base + k],
+                    tilts[base + k],
+                    ground[base + k],
+                    hd.score,
+                    size,
+                    verified,
+                    hazard,
+                    pose,
+                )
+            )
         base += len(lone_heads)
         for k, s in enumerate(smoke):
             size = s.height * ref
             verified = size >= cfg.verify_smoke_px
-            out.append(self._target("fire_smoke", pans[base + k], tilts[base + k], ground[base + k], s.score, size, verified, "fire_smoke" if verified else None, pose))
+            out.append(
+                self._target(
+                    "fire_smoke",
+                    pans[base + k],
+                    tilts[base + k],
+                    ground[base + k],
+                    s.score,
+                    size,
+                    verified,
+                    "fire_smoke" if verified else None,
+                    pose,
+                )
+            )
         return out
 
-    def _target(self, kind, pan, tilt, ground, score, size, verified, hazard, pose) -> Target:  # type: ignore[no-untyped-def]
+    def _target(self, kind, pan, tilt, ground, score, size, verified, hazard, pose) -> Target:
         gx, gy = float(ground[0]), float(ground[1])
         if math.isfinite(gx):
             rng = math.dist((gx, gy, 0.0), self.position)
             gxy: tuple[float, float] | None = (gx, gy)
         else:
             rng, gxy = math.nan, None
-        return Target(kind, float(pan), float(tilt), rng, gxy, float(score), float(size), bool(verified), hazard)
+        return Target(
+            kind,
+            float(pan),
+            float(tilt),
+            rng,
+            gxy,
+            float(score),
+            float(size),
+            bool(verified),
+            hazard,
+        )
 
 
 def observation_space_shapes(config: ObservationConfig) -> dict[str, tuple[int, ...]]:

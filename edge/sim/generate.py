@@ -34,9 +34,16 @@ HAZARD_RATES_PER_H = {"no_helmet": 40.0, "no_vest": 30.0, "zone_intrusion": 20.0
 HELMET_COLORS = [[245, 245, 240], [250, 210, 30], [255, 130, 20], [30, 80, 200], [220, 40, 40]]
 VEST_COLORS = [[210, 255, 40], [255, 120, 20], [230, 250, 60]]
 SHIRT_COLORS = [
-    [60, 80, 140], [90, 90, 95], [230, 230, 225], [30, 30, 35], [150, 40, 40],
-    [60, 110, 60], [120, 90, 60], [200, 200, 90], [70, 130, 180],
-]  # fmt: skip
+    [60, 80, 140],
+    [90, 90, 95],
+    [230, 230, 225],
+    [30, 30, 35],
+    [150, 40, 40],
+    [60, 110, 60],
+    [120, 90, 60],
+    [200, 200, 90],
+    [70, 130, 180],
+]
 PANTS_COLORS = [[40, 45, 70], [30, 30, 30], [150, 130, 90], [90, 90, 90], [60, 60, 110]]
 HAIR_COLORS = [[35, 25, 20], [70, 50, 30], [20, 20, 20], [120, 90, 50], [160, 150, 140]]
 SKIN_COLORS = [[235, 200, 170], [200, 160, 130], [160, 115, 85], [110, 75, 55]]
@@ -46,9 +53,12 @@ MACHINE_COLORS = [[240, 180, 20], [245, 140, 20], [230, 200, 40]]
 def _circle_polygon(center: np.ndarray, radius: float, sides: int = 12) -> list[list[float]]:
     angles = np.linspace(0, 2 * math.pi, sides, endpoint=False)
     return [
-        [round(float(center[0] + radius * math.cos(a)), 2), round(float(center[1] + radius * math.sin(a)), 2)]
+        [
+            round(float(center[0] + radius * math.cos(a)), 2),
+            round(float(center[1] + radius * math.sin(a)), 2),
+        ]
         for a in angles
-    ]  # fmt: skip
+    ]
 
 
 def _rect_polygon(center: np.ndarray, w: float, d: float, yaw_deg: float) -> list[list[float]]:
@@ -56,7 +66,12 @@ def _rect_polygon(center: np.ndarray, w: float, d: float, yaw_deg: float) -> lis
     out = []
     for dx, dy in ((-w / 2, -d / 2), (w / 2, -d / 2), (w / 2, d / 2), (-w / 2, d / 2)):
         # yaw is a compass rotation (clockwise): x' = x cos + y sin, y' = -x sin + y cos
-        out.append([round(float(center[0] + dx * c + dy * s), 2), round(float(center[1] - dx * s + dy * c), 2)])
+        out.append(
+            [
+                round(float(center[0] + dx * c + dy * s), 2),
+                round(float(center[1] - dx * s + dy * c), 2),
+            ]
+        )
     return out
 
 
@@ -73,7 +88,7 @@ def _schedule(rng: np.random.Generator, duration_s: float) -> list[list[float]]:
     return out
 
 
-def _choice(rng: np.random.Generator, items: list) -> list:  # type: ignore[type-arg]
+def _choice(rng: np.random.Generator, items: list) -> list:
     return list(items[int(rng.integers(len(items)))])
 
 
@@ -87,9 +102,13 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
     # camera pole just outside a corner or an edge midpoint, looking at the site centre
     corner = int(rng.integers(6))
     candidates = [
-        (-4.0, -4.0), (width + 4, -4.0), (width + 4, depth + 4), (-4.0, depth + 4),
-        (width / 2, -5.0), (-5.0, depth / 2),
-    ]  # fmt: skip
+        (-4.0, -4.0),
+        (width + 4, -4.0),
+        (width + 4, depth + 4),
+        (-4.0, depth + 4),
+        (width / 2, -5.0),
+        (-5.0, depth / 2),
+    ]
     cam_xy = np.array(candidates[corner])
     centre = np.array([width / 2, depth / 2])
     to_centre = centre - cam_xy
@@ -123,7 +142,9 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
     )
     # a site road through the site, a concrete pad and an excavation pit
     y_road = float(rng.uniform(0.25, 0.75) * depth)
-    ground.roads.append([[-30.0, round(y_road, 2)], [round(width + 30, 2), round(y_road + rng.uniform(-8, 8), 2)]])
+    ground.roads.append(
+        [[-30.0, round(y_road, 2)], [round(width + 30, 2), round(y_road + rng.uniform(-8, 8), 2)]]
+    )
 
     structures: list[StructureSpec] = []
     for _ in range(int(rng.integers(1, 3))):
@@ -131,27 +152,59 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
             w, d = float(rng.uniform(14, 28)), float(rng.uniform(10, 18))
             c = rng.uniform([w / 2 + 3, d / 2 + 3], [width - w / 2 - 3, depth - d / 2 - 3])
             poly = np.array(_rect_polygon(c, w + 4, d + 4, 0.0))
-            if free(c, 0) and abs(c[1] - y_road) > d / 2 + 5 and all(
-                not points_in_polygon(poly, o).any() for o in occupied
+            if (
+                free(c, 0)
+                and abs(c[1] - y_road) > d / 2 + 5
+                and all(not points_in_polygon(poly, o).any() for o in occupied)
             ):
                 h = float(rng.uniform(6, 18))
                 shade = int(rng.integers(150, 200))
-                structures.append(StructureSpec(kind="building", center=_r(c), size_m=[round(w, 2), round(d, 2), round(h, 2)], color=[shade, shade, shade - 5]))  # fmt: skip
+                structures.append(
+                    StructureSpec(
+                        kind="building",
+                        center=_r(c),
+                        size_m=[round(w, 2), round(d, 2), round(h, 2)],
+                        color=[shade, shade, shade - 5],
+                    )
+                )
                 occupy(np.array(_rect_polygon(c, w, d, 0.0)))
                 # scaffold along the face looking towards the camera
                 face_y = c[1] - d / 2 - 0.9 if cam_xy[1] < c[1] else c[1] + d / 2 + 0.9
                 sc = np.array([c[0], face_y])
-                structures.append(StructureSpec(kind="scaffold", center=_r(sc), size_m=[round(w, 2), 1.5, round(h + 1.5, 2)], color=[150, 150, 160]))  # fmt: skip
+                structures.append(
+                    StructureSpec(
+                        kind="scaffold",
+                        center=_r(sc),
+                        size_m=[round(w, 2), 1.5, round(h + 1.5, 2)],
+                        color=[150, 150, 160],
+                    )
+                )
                 occupy(np.array(_rect_polygon(sc, w, 1.5, 0.0)))
                 ground.pads.append(_rect_polygon(c, w + 6, d + 6, 0.0))
                 break
     for _ in range(int(rng.integers(2, 6))):
         kind = "container" if rng.random() < 0.5 else "pile"
-        size = [6.0, 2.5, 2.6] if kind == "container" else [float(rng.uniform(2, 5)), float(rng.uniform(2, 4)), float(rng.uniform(0.6, 1.8))]
+        size = (
+            [6.0, 2.5, 2.6]
+            if kind == "container"
+            else [float(rng.uniform(2, 5)), float(rng.uniform(2, 4)), float(rng.uniform(0.6, 1.8))]
+        )
         c = sample_free(margin=size[0] / 2 + 1.5)
         yaw = float(rng.uniform(0, 180))
-        color = _choice(rng, [[60, 110, 160], [170, 70, 50], [80, 120, 80]]) if kind == "container" else _choice(rng, [[120, 105, 90], [140, 90, 60], [90, 90, 95]])
-        structures.append(StructureSpec(kind=kind, center=_r(c), size_m=[round(v, 2) for v in size], yaw_deg=round(yaw, 1), color=color))  # fmt: skip
+        color = (
+            _choice(rng, [[60, 110, 160], [170, 70, 50], [80, 120, 80]])
+            if kind == "container"
+            else _choice(rng, [[120, 105, 90], [140, 90, 60], [90, 90, 95]])
+        )
+        structures.append(
+            StructureSpec(
+                kind=kind,
+                center=_r(c),
+                size_m=[round(v, 2) for v in size],
+                yaw_deg=round(yaw, 1),
+                color=color,
+            )
+        )
         occupy(np.array(_rect_polygon(c, size[0], size[1], yaw)))
 
     machines: list[MachineSpec] = []
@@ -165,7 +218,9 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
                 route: list[list[float]] = []
             elif kind == "crane":
                 c = sample_free(margin=7.0)
-                zone = _rect_polygon(c + rng.uniform(-3, 3, 2), 14.0, 14.0, float(rng.uniform(0, 90)))
+                zone = _rect_polygon(
+                    c + rng.uniform(-3, 3, 2), 14.0, 14.0, float(rng.uniform(0, 90))
+                )
                 route = []
             else:
                 c = np.array([float(rng.uniform(10, width - 30)), y_road])
@@ -173,16 +228,25 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
                 route = [_r(c), _r(end)]
                 zone = _rect_polygon((c + end) / 2, float(np.linalg.norm(end - c)) + 10, 7.0, 90.0)
             zone_arr = np.array(zone)
-            if all(not points_in_polygon(zone_arr, _grow(o, 1.0)).any() for o in occupied) and not points_in_polygon(cam_xy[None], zone_arr)[0]:  # fmt: skip
+            if (
+                all(not points_in_polygon(zone_arr, _grow(o, 1.0)).any() for o in occupied)
+                and not points_in_polygon(cam_xy[None], zone_arr)[0]
+            ):
                 break
         if kind == "excavator":
             ground.pits.append(_circle_polygon(c, 5.0, 10))
         machines.append(
             MachineSpec(
-                id=f"{kind}-{mi}", kind=kind, position=_r(c), yaw_deg=round(float(rng.uniform(0, 360)), 1),
-                color=color, zone=zone, working=_schedule(rng, duration_s), route=route,
+                id=f"{kind}-{mi}",
+                kind=kind,
+                position=_r(c),
+                yaw_deg=round(float(rng.uniform(0, 360)), 1),
+                color=color,
+                zone=zone,
+                working=_schedule(rng, duration_s),
+                route=route,
             )
-        )  # fmt: skip
+        )
         occupy(zone_arr)
 
     # work spots: crews cluster near structures and machines
@@ -209,24 +273,39 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
         if not points:
             points = [sample_free()]
         for p in points:
-            path.append(WaypointSpec(xy=_r(p), dwell_s=round(float(rng.uniform(5, 90)), 1), activity="working" if rng.random() < 0.7 else "standing"))  # fmt: skip
+            path.append(
+                WaypointSpec(
+                    xy=_r(p),
+                    dwell_s=round(float(rng.uniform(5, 90)), 1),
+                    activity="working" if rng.random() < 0.7 else "standing",
+                )
+            )
         workers.append(
             WorkerSpec(
-                id=f"w{wi:02d}", height_m=round(float(np.clip(rng.normal(1.75, 0.07), 1.55, 1.95)), 2),
-                helmet_color=_choice(rng, HELMET_COLORS), vest_color=_choice(rng, VEST_COLORS),
-                shirt_color=_choice(rng, SHIRT_COLORS), pants_color=_choice(rng, PANTS_COLORS),
-                hair_color=_choice(rng, HAIR_COLORS), skin_color=_choice(rng, SKIN_COLORS),
-                speed_mps=round(float(rng.uniform(0.9, 1.5)), 2), phase_s=round(float(rng.uniform(0, 300)), 1),
+                id=f"w{wi:02d}",
+                height_m=round(float(np.clip(rng.normal(1.75, 0.07), 1.55, 1.95)), 2),
+                helmet_color=_choice(rng, HELMET_COLORS),
+                vest_color=_choice(rng, VEST_COLORS),
+                shirt_color=_choice(rng, SHIRT_COLORS),
+                pants_color=_choice(rng, PANTS_COLORS),
+                hair_color=_choice(rng, HAIR_COLORS),
+                skin_color=_choice(rng, SKIN_COLORS),
+                speed_mps=round(float(rng.uniform(0.9, 1.5)), 2),
+                phase_s=round(float(rng.uniform(0, 300)), 1),
                 path=path,
             )
-        )  # fmt: skip
+        )
 
     attribute_events: list[AttributeEventSpec] = []
     for kind in ("no_helmet", "no_vest"):
         for start in _poisson_times(rng, HAZARD_RATES_PER_H[kind], duration_s):
             wid = workers[int(rng.integers(num))].id
             end = min(duration_s + 60.0, start + float(rng.uniform(25, 150)))
-            attribute_events.append(AttributeEventSpec(type=kind, worker=wid, start_s=round(start, 2), end_s=round(end, 2)))  # fmt: skip
+            attribute_events.append(
+                AttributeEventSpec(
+                    type=kind, worker=wid, start_s=round(start, 2), end_s=round(end, 2)
+                )
+            )
 
     # zone intrusions: a worker walks into a working machine's zone and stays a while
     busy: dict[int, float] = {}
@@ -241,18 +320,29 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
         wi = int(rng.integers(num))
         if busy.get(wi, -1.0) > start:
             continue
-        zone = np.array(m.zone)
-        centre_z = zone.mean(axis=0)
-        target = centre_z + (zone[int(rng.integers(len(zone)))] - centre_z) * float(rng.uniform(0.2, 0.6))
+        zone_xy = np.array(m.zone)
+        centre_z = zone_xy.mean(axis=0)
+        target = centre_z + (zone_xy[int(rng.integers(len(zone_xy)))] - centre_z) * float(
+            rng.uniform(0.2, 0.6)
+        )
         stay = float(rng.uniform(10, 45))
-        workers[wi].excursions.append(ExcursionSpec(target=_r(target), leave_s=round(start, 2), stay_s=round(stay, 1)))  # fmt: skip
+        workers[wi].excursions.append(
+            ExcursionSpec(target=_r(target), leave_s=round(start, 2), stay_s=round(stay, 1))
+        )
         busy[wi] = start + stay + 120.0
 
     fires: list[FireSpec] = []
     for start in _poisson_times(rng, HAZARD_RATES_PER_H["fire_smoke"], duration_s):
         p = sample_free(margin=2.0)
         end = min(duration_s + 60.0, start + float(rng.uniform(60, 300)))
-        fires.append(FireSpec(position=_r(p), start_s=round(start, 2), end_s=round(end, 2), size_m=round(float(rng.uniform(0.8, 2.5)), 2)))  # fmt: skip
+        fires.append(
+            FireSpec(
+                position=_r(p),
+                start_s=round(start, 2),
+                end_s=round(end, 2),
+                size_m=round(float(rng.uniform(0.8, 2.5)), 2),
+            )
+        )
 
     lighting = LightingSpec(
         sun_azimuth_deg=round(float(rng.uniform(0, 360)), 1),
@@ -262,11 +352,20 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
         haze=round(float(rng.uniform(0.05, 0.35)), 2),
     )
     return SiteSpec(
-        name=f"site-{seed}", seed=seed, size_m=[round(width, 2), round(depth, 2)], duration_s=duration_s,
-        camera=camera, work_areas=[site_poly.tolist()], ground=ground, lighting=lighting,
-        structures=structures, machines=machines, workers=workers,
-        attribute_events=attribute_events, fires=fires,
-    )  # fmt: skip
+        name=f"site-{seed}",
+        seed=seed,
+        size_m=[round(width, 2), round(depth, 2)],
+        duration_s=duration_s,
+        camera=camera,
+        work_areas=[site_poly.tolist()],
+        ground=ground,
+        lighting=lighting,
+        structures=structures,
+        machines=machines,
+        workers=workers,
+        attribute_events=attribute_events,
+        fires=fires,
+    )
 
 
 def _r(p: np.ndarray) -> list[float]:
@@ -299,7 +398,9 @@ class _OccupancyGrid:
 
     def free(self, pts: np.ndarray, margin: float = 1.0) -> bool:
         x, y = pts[:, 0], pts[:, 1]
-        inside = (x >= margin) & (x <= self.width - margin) & (y >= margin) & (y <= self.depth - margin)
+        inside = (
+            (x >= margin) & (x <= self.width - margin) & (y >= margin) & (y <= self.depth - margin)
+        )
         if not inside.all():
             return False
         if (np.hypot(x - self.camera_xy[0], y - self.camera_xy[1]) < 14.0).any():
@@ -314,7 +415,8 @@ class _OccupancyGrid:
 
 
 def _poisson_times(rng: np.random.Generator, rate_per_h: float, duration_s: float) -> list[float]:
-    out, t = [], 0.0
+    out: list[float] = []
+    t = 0.0
     while True:
         t += float(rng.exponential(3600.0 / rate_per_h))
         if t >= duration_s:

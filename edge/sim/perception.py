@@ -50,14 +50,22 @@ class SimulatedPerception:
             size = truth.ref_height_px
             half = np.asarray(cfg.half_rate_px)[truth.classes]
             p = cfg.max_recall * _sigmoid((size - half) / cfg.slope_px)
-            p = np.where(truth.occluded | (truth.visible < cfg.min_visible), 0.0, p * np.minimum(1.0, truth.visible / 0.7))
+            p = np.where(
+                truth.occluded | (truth.visible < cfg.min_visible),
+                0.0,
+                p * np.minimum(1.0, truth.visible / 0.7),
+            )
             hit = rng.random(n) < p
             cls = truth.classes.copy()
             heads = (cls == CLS_HEAD_HELMET) | (cls == CLS_HEAD_BARE)
             right = 0.5 + 0.5 * _sigmoid((size - cfg.head_confusion_px) / cfg.slope_px * 1.2)
             flip = heads & (rng.random(n) > right)
             cls[flip] = np.where(cls[flip] == CLS_HEAD_HELMET, CLS_HEAD_BARE, CLS_HEAD_HELMET)
-            score = np.clip(0.3 + 0.65 * _sigmoid((size - half) / cfg.slope_px) + rng.normal(0, 0.06, n), 0.05, 0.99)
+            score = np.clip(
+                0.3 + 0.65 * _sigmoid((size - half) / cfg.slope_px) + rng.normal(0, 0.06, n),
+                0.05,
+                0.99,
+            )
             score[flip] *= 0.8
             boxes = truth.boxes.astype(np.float64)
             wh = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, -1)
@@ -67,7 +75,13 @@ class SimulatedPerception:
             for k in np.flatnonzero(hit):
                 b = boxes[k]
                 if b[2] - b[0] > 0.2 and b[3] - b[1] > 0.2:
-                    out.append(Detection(CLASSES[int(cls[k])], float(score[k]), (float(b[0]), float(b[1]), float(b[2]), float(b[3]))))  # fmt: skip
+                    out.append(
+                        Detection(
+                            CLASSES[int(cls[k])],
+                            float(score[k]),
+                            (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                        )
+                    )
         for _ in range(int(rng.poisson(cfg.false_positives_per_frame))):
             c = int(rng.choice(len(CLASSES), p=[0.35, 0.15, 0.2, 0.15, 0.05, 0.1]))
             h = float(rng.uniform(6, 24)) * truth.width / 1280.0

@@ -57,7 +57,9 @@ class PTZHead:
     def __init__(self, limits: PTZLimitsSpec, pose: PTZPose | None = None):
         self.limits = limits
         start = pose or PTZPose(0.0, -20.0, 1.0)
-        self.pan, self.tilt, self.log_zoom = self._clamp(start.pan_deg, start.tilt_deg, math.log(start.zoom))
+        self.pan, self.tilt, self.log_zoom = self._clamp(
+            start.pan_deg, start.tilt_deg, math.log(start.zoom)
+        )
         self.t = 0.0
         self._pending: list[tuple[float, PTZCommand]] = []
         self._target: tuple[float, float, float] | None = None
@@ -96,7 +98,9 @@ class PTZHead:
             base = self._target or (self.pan, self.tilt, self.log_zoom)
             self._velocity = (0.0, 0.0, 0.0)
             self._target = self._clamp(
-                base[0] + cmd.pan_deg, base[1] + cmd.tilt_deg, base[2] + math.log(max(cmd.zoom_factor, 1e-3))
+                base[0] + cmd.pan_deg,
+                base[1] + cmd.tilt_deg,
+                base[2] + math.log(max(cmd.zoom_factor, 1e-3)),
             )
         elif isinstance(cmd, ContinuousMove):
             self._target = None
@@ -126,7 +130,9 @@ class PTZHead:
                     self._apply(cmd, t_due)
         moved = abs(self.pan - start_pan) + abs(self.tilt - start_tilt)
         self.travel_deg += moved
-        self.rate_dps = ((self.pan - start_pan) / dt, (self.tilt - start_tilt) / dt) if dt > 0 else (0.0, 0.0)
+        self.rate_dps = (
+            ((self.pan - start_pan) / dt, (self.tilt - start_tilt) / dt) if dt > 0 else (0.0, 0.0)
+        )
 
     def _move(self, dt: float) -> None:
         if dt <= 0:
@@ -148,7 +154,7 @@ class PTZHead:
             )
 
     def travel_time_s(self, pose: PTZPose, start: PTZPose | None = None) -> float:
-        """Seconds an absolute move from ``start`` (default: now) to ``pose`` takes, latency included."""
+        """Seconds an absolute move from ``start`` (default: now) to ``pose`` takes."""
         return travel_time_s(self.limits, start or self.pose, pose)
 
 

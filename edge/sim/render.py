@@ -106,10 +106,16 @@ def _rotation(yaw_deg: float, pitch_deg: float = 0.0) -> np.ndarray:
 
 _BOX_LOCAL = np.array(
     [
-        [-0.5, -0.5, 0], [0.5, -0.5, 0], [0.5, 0.5, 0], [-0.5, 0.5, 0],
-        [-0.5, -0.5, 1], [0.5, -0.5, 1], [0.5, 0.5, 1], [-0.5, 0.5, 1],
+        [-0.5, -0.5, 0],
+        [0.5, -0.5, 0],
+        [0.5, 0.5, 0],
+        [-0.5, 0.5, 0],
+        [-0.5, -0.5, 1],
+        [0.5, -0.5, 1],
+        [0.5, 0.5, 1],
+        [-0.5, 0.5, 1],
     ]
-)  # fmt: skip
+)
 
 
 def box_corners(base: np.ndarray, size: tuple[float, float, float], rot: np.ndarray) -> np.ndarray:
@@ -166,11 +172,13 @@ class Renderer:
         light = self.spec.lighting
         self.sun = np.array(
             [
-                math.sin(math.radians(light.sun_azimuth_deg)) * math.cos(math.radians(light.sun_elevation_deg)),
-                math.cos(math.radians(light.sun_azimuth_deg)) * math.cos(math.radians(light.sun_elevation_deg)),
+                math.sin(math.radians(light.sun_azimuth_deg))
+                * math.cos(math.radians(light.sun_elevation_deg)),
+                math.cos(math.radians(light.sun_azimuth_deg))
+                * math.cos(math.radians(light.sun_elevation_deg)),
                 math.sin(math.radians(light.sun_elevation_deg)),
             ]
-        )  # fmt: skip
+        )
         self.ambient = light.ambient
         self.exposure = light.exposure
         self.haze = light.haze
@@ -188,7 +196,9 @@ class Renderer:
         )
         self._worker_lit = self._worker_palette()
         self._machine_bounds = [self._machine_sphere(m) for m in self.spec.machines]
-        self._static_occluders = [b.corners for b in self._static if b.kind in ("building", "container")]
+        self._static_occluders = [
+            b.corners for b in self._static if b.kind in ("building", "container")
+        ]
 
     # ------------------------------------------------------------------ colours
     def _bgr(self, rgb: list[int]) -> np.ndarray:
@@ -238,10 +248,23 @@ class Renderer:
         for pit in spec.ground.pits:
             cv2.fillPoly(tex, [to_px(pit)], tuple(float(v) for v in earth * 0.7), shift=_SHIFT)
         for road in spec.ground.roads:
-            cv2.polylines(tex, [to_px(road)], False, (135, 138, 140), thickness=int(spec.ground.road_width_m / r), shift=_SHIFT)  # fmt: skip
+            cv2.polylines(
+                tex,
+                [to_px(road)],
+                False,
+                (135, 138, 140),
+                thickness=int(spec.ground.road_width_m / r),
+                shift=_SHIFT,
+            )
         # low-frequency blotches and fine grain
-        blotch = cv2.resize(rng.normal(0, 1, (height_px // 64 + 2, width_px // 64 + 2)).astype(np.float32), (width_px, height_px), interpolation=cv2.INTER_LINEAR)  # fmt: skip
-        grain = np.tile(_grain(rng), (height_px // 256 + 1, width_px // 256 + 1))[:height_px, :width_px]
+        blotch = cv2.resize(
+            rng.normal(0, 1, (height_px // 64 + 2, width_px // 64 + 2)).astype(np.float32),
+            (width_px, height_px),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        grain = np.tile(_grain(rng), (height_px // 256 + 1, width_px // 256 + 1))[
+            :height_px, :width_px
+        ]
         factor = cv2.addWeighted(blotch, 0.08, np.ascontiguousarray(grain), 0.07, 1.0)
         # exclusion zones: painted yellow/black boundary and cones at the corners
         for m_spec in spec.machines:
@@ -258,17 +281,23 @@ class Renderer:
         gx = self.tex_x0 + (np.arange(0, width_px, step) + 0.5) * r - self.cam_pos[0]
         gy = self.tex_y1 - (np.arange(0, height_px, step) + 0.5) * r - self.cam_pos[1]
         dist = np.sqrt(gy[:, None] ** 2 + gx[None, :] ** 2 + self.cam_pos[2] ** 2)
-        haze = cv2.resize(np.asarray(self._haze_factor(dist), dtype=np.float32), (width_px, height_px), interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        haze = cv2.resize(
+            np.asarray(self._haze_factor(dist), dtype=np.float32),
+            (width_px, height_px),
+            interpolation=cv2.INTER_LINEAR,
+        )
         ground_light = self.ambient + (1 - self.ambient) * max(0.0, float(self.sun[2]))
         gain = cv2.multiply(factor, 1.0 - haze, scale=ground_light * self.exposure)
-        tex = cv2.multiply(tex, cv2.merge([gain, gain, gain]))
+        lit = cv2.multiply(tex, cv2.merge([gain, gain, gain]))
         sky = self.sky_horizon.astype(np.float32)
-        tex += cv2.merge([haze * sky[0], haze * sky[1], haze * sky[2]])
-        base = np.clip(tex, 0, 255).astype(np.uint8)
-        self.tex_levels = [base]
+        lit = lit + cv2.merge([haze * sky[0], haze * sky[1], haze * sky[2]])
+        base: np.ndarray = np.clip(lit, 0, 255).astype(np.uint8)
+        self.tex_levels: list[np.ndarray] = [base]
         for _ in range(MIP_LEVELS - 1):
             self.tex_levels.append(cv2.pyrDown(self.tex_levels[-1]))
-        far = surround * ground_light * self.exposure * (1 - self.haze) + self.sky_horizon * self.haze
+        far = (
+            surround * ground_light * self.exposure * (1 - self.haze) + self.sky_horizon * self.haze
+        )
         self.far_color = tuple(float(v) for v in np.clip(far, 0, 255))
 
     def _texture_matrix(self, level: int) -> np.ndarray:
@@ -286,7 +315,9 @@ class Renderer:
             boxes.append(_Box(corners, self._bgr(s.color), s.kind))
         return boxes
 
-    def _face_lists(self, boxes: list[_Box]) -> list[list[tuple[np.ndarray, tuple[float, float, float]]]]:
+    def _face_lists(
+        self, boxes: list[_Box]
+    ) -> list[list[tuple[np.ndarray, tuple[float, float, float]]]]:
         """Per box: (corner indices, colour) of the faces the camera sees, far to near."""
         if not boxes:
             return []
@@ -309,7 +340,7 @@ class Renderer:
         return out
 
     @staticmethod
-    def _machine_sphere(m) -> tuple[np.ndarray, float]:  # type: ignore[no-untyped-def]
+    def _machine_sphere(m) -> tuple[np.ndarray, float]:
         """A sphere that contains the machine in every pose it can take."""
         pts = np.array([m.position] + list(m.route), dtype=np.float64)
         lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -333,7 +364,9 @@ class Renderer:
             base = np.array([state.xy[0], state.xy[1], 0.0])
             rot = _rotation(state.yaw_deg)
 
-            def add(b: np.ndarray, size: tuple[float, float, float], r: np.ndarray, c: np.ndarray) -> None:
+            def add(
+                b: np.ndarray, size: tuple[float, float, float], r: np.ndarray, c: np.ndarray
+            ) -> None:
                 solid = min(size) >= 1.0
                 out.append(_Box(box_corners(b, size, r), c, "machine", mi, solid))  # noqa: B023
 
@@ -356,16 +389,31 @@ class Renderer:
                 add(top, (1.4, 2.5, 2.0), jib, color)
                 add(top + jib[:, 1] * 15.0, (1.2, 28.0, 1.2), jib, color)
                 add(top - jib[:, 1] * 6.0, (1.2, 10.0, 1.2), jib, color)
-                add(top - jib[:, 1] * 9.0 - np.array([0, 0, 2.5]), (2.2, 3.0, 2.4), jib, np.array([140.0, 140, 140]))  # fmt: skip
+                add(
+                    top - jib[:, 1] * 9.0 - np.array([0, 0, 2.5]),
+                    (2.2, 3.0, 2.4),
+                    jib,
+                    np.array([140.0, 140, 140]),
+                )
                 hook_r = 8.0 + 18.0 * state.boom
                 hook = top + jib[:, 1] * hook_r
                 load_z = 3.0 + 20.0 * (1 - state.boom)
                 add(np.array([hook[0], hook[1], load_z]), (0.08, 0.08, 28.0 - load_z), jib, dark)
-                add(np.array([hook[0], hook[1], load_z - 1.2]), (2.5, 1.5, 1.2), jib, np.array([60.0, 110, 160]))  # fmt: skip
+                add(
+                    np.array([hook[0], hook[1], load_z - 1.2]),
+                    (2.5, 1.5, 1.2),
+                    jib,
+                    np.array([60.0, 110, 160]),
+                )
             else:  # truck
                 add(base + rot[:, 1] * 2.6, (2.5, 2.2, 2.9), rot, color)
                 add(base - rot[:, 1] * 1.2, (2.5, 5.0, 1.2), rot, dark)
-                add(base - rot[:, 1] * 1.2 + np.array([0, 0, 1.2]), (2.5, 5.0, 1.4), rot, color * 0.85)
+                add(
+                    base - rot[:, 1] * 1.2 + np.array([0, 0, 1.2]),
+                    (2.5, 5.0, 1.4),
+                    rot,
+                    color * 0.85,
+                )
         return out
 
     # ------------------------------------------------------------------ rendering
@@ -414,9 +462,13 @@ class Renderer:
             level = MIP_LEVELS - 1
         hmat = cv.ground_homography() @ self._texture_matrix(level)
         img = cv2.warpPerspective(
-            self.tex_levels[level], hmat, (w, h), flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=self.far_color,
-        )  # fmt: skip
+            self.tex_levels[level],
+            hmat,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=self.far_color,
+        )
         if h_row > 0:
             rows = int(min(h, math.ceil(h_row)))
             r = np.arange(rows, dtype=np.float64)
@@ -426,7 +478,7 @@ class Renderer:
             img[:rows] = colors[:, None, :]
         return img
 
-    def _draw_objects(self, img, cv, t, workers, geo, machine_boxes, fires) -> None:  # type: ignore[no-untyped-def]
+    def _draw_objects(self, img, cv, t, workers, geo, machine_boxes, fires) -> None:
         items: list[tuple[float, int, object]] = []
         boxes = self._static + machine_boxes
         n_static = len(self._static)
@@ -439,18 +491,30 @@ class Renderer:
             lo, hi = uv.min(axis=1), uv.max(axis=1)
             size = (hi - lo).max(axis=1)
             keep = (
-                (z > NEAR_M).all(axis=1) & (hi[:, 0] >= 0) & (lo[:, 0] <= cv.width)
-                & (hi[:, 1] >= 0) & (lo[:, 1] <= cv.height) & (size >= 0.7)
-            )  # fmt: skip
+                (z > NEAR_M).all(axis=1)
+                & (hi[:, 0] >= 0)
+                & (lo[:, 0] <= cv.width)
+                & (hi[:, 1] >= 0)
+                & (lo[:, 1] <= cv.height)
+                & (size >= 0.7)
+            )
             pts_all = np.round(uv * _ONE).astype(np.int32)
             depth = z.mean(axis=1)
             for bi in np.flatnonzero(keep):
                 box = boxes[bi]
                 pts = pts_all[bi]
-                face_list = self._static_faces[bi] if bi < n_static else machine_faces[bi - n_static]
+                face_list = (
+                    self._static_faces[bi] if bi < n_static else machine_faces[bi - n_static]
+                )
                 faces = [(pts[idx], color) for idx, color in face_list]
                 if box.kind == "scaffold":
-                    items.append((float(depth[bi]), 2, self._scaffold_payload(cv, box, float(size[bi]), faces)))
+                    items.append(
+                        (
+                            float(depth[bi]),
+                            2,
+                            self._scaffold_payload(cv, box, float(size[bi]), faces),
+                        )
+                    )
                 else:
                     items.append((float(depth[bi]), 0, faces))
         vis = np.flatnonzero(geo.drawable)
@@ -470,7 +534,7 @@ class Renderer:
             elif kind == 2:
                 self._draw_misc(img, payload)  # type: ignore[arg-type]
 
-    def _scaffold_payload(self, cv: CameraView, box: _Box, size: float, faces: list) -> tuple:  # type: ignore[type-arg]
+    def _scaffold_payload(self, cv: CameraView, box: _Box, size: float, faces: list) -> tuple:
         """A scaffold is see-through: a 2 m grid of poles and ledgers, or an outline when small."""
         color = faces[0][1] if faces else (150.0, 150.0, 150.0)
         if size < 12:
@@ -482,12 +546,14 @@ class Renderer:
         fv = np.linspace(0.0, 1.0, n_v + 1)[:, None]
         segs = []
         for lo, hi, lo2, hi2 in ((0, 1, 4, 5), (3, 2, 7, 6)):  # the two long faces
-            segs.append(np.stack([c[lo] + (c[hi] - c[lo]) * fu, c[lo2] + (c[hi2] - c[lo2]) * fu], 1))
+            segs.append(
+                np.stack([c[lo] + (c[hi] - c[lo]) * fu, c[lo2] + (c[hi2] - c[lo2]) * fu], 1)
+            )
             segs.append(np.stack([c[lo] + (c[lo2] - c[lo]) * fv, c[hi] + (c[hi2] - c[hi]) * fv], 1))
         uv, _ = cv.project(np.concatenate(segs))
         return ("lines", list(np.round(uv * _ONE).astype(np.int32)), color, False)
 
-    def _draw_misc(self, img: np.ndarray, payload: tuple) -> None:  # type: ignore[type-arg]
+    def _draw_misc(self, img: np.ndarray, payload: tuple) -> None:
         if payload[0] == "lines":
             _, polys, color, closed = payload
             cv2.polylines(img, polys, closed, color, 1, shift=_SHIFT)
@@ -495,7 +561,7 @@ class Renderer:
         for poly, color in payload[1]:
             cv2.fillPoly(img, [poly], color, lineType=cv2.LINE_8, shift=_SHIFT)
 
-    def _fire_item(self, cv: CameraView, t: float, fire) -> tuple[float, int, object]:  # type: ignore[no-untyped-def]
+    def _fire_item(self, cv: CameraView, t: float, fire) -> tuple[float, int, object]:
         base = np.array([fire.xy[0], fire.xy[1], 0.0])
         uv, z = cv.project(base)
         polys: list[tuple[np.ndarray, tuple[float, float, float]]] = []
@@ -512,22 +578,35 @@ class Renderer:
                 cx = uv[0] + drift * s
                 cy = uv[1] - hgt * up
                 shade = 80 + 12 * k + 10 * math.sin(2.0 * t + k)
-                polys.append((_ellipse_poly(cx, cy, rad * s, rad * s * 0.8), (shade, shade, shade + 4)))
+                polys.append(
+                    (_ellipse_poly(cx, cy, rad * s, rad * s * 0.8), (shade, shade, shade + 4))
+                )
             # flames: flickering triangles
             for k in range(3):
                 fw = size * (0.5 - 0.12 * k)
                 fh = size * (1.1 + 0.3 * math.sin(9 * t + 2 * k)) * (1 - 0.2 * k)
                 off = (k - 1) * size * 0.25
                 tri = np.array(
-                    [[uv[0] + (off - fw / 2) * s, uv[1]], [uv[0] + (off + fw / 2) * s, uv[1]], [uv[0] + off * s, uv[1] - fh * up]]
-                )  # fmt: skip
+                    [
+                        [uv[0] + (off - fw / 2) * s, uv[1]],
+                        [uv[0] + (off + fw / 2) * s, uv[1]],
+                        [uv[0] + off * s, uv[1] - fh * up],
+                    ]
+                )
                 color = ((20, 120, 250), (30, 180, 255), (120, 230, 255))[k]
                 polys.append((np.round(tri * _ONE).astype(np.int32), color))
         return float(z), 2, ("fire", polys)
 
-    def _draw_worker(self, img: np.ndarray, geo: _WorkerGeometry, workers, i: int, colors: dict) -> None:  # type: ignore[no-untyped-def,type-arg]
+    def _draw_worker(
+        self, img: np.ndarray, geo: _WorkerGeometry, workers, i: int, colors: dict
+    ) -> None:
         w = self.spec.workers[i]
-        u, vf, vt, s = float(geo.foot_uv[i, 0]), float(geo.foot_uv[i, 1]), float(geo.top_v[i]), float(geo.scale[i])
+        u, vf, vt, s = (
+            float(geo.foot_uv[i, 0]),
+            float(geo.foot_uv[i, 1]),
+            float(geo.top_v[i]),
+            float(geo.scale[i]),
+        )
         height_px = vf - vt
         body = colors["vest"] if workers.vest[i] else colors["shirt"]
         hh, hw = img.shape[:2]
@@ -546,7 +625,14 @@ class Renderer:
         if height_px < 9.0:
             half = max(0.5, 0.2 * s)
             _rect(img, u - half, y(TORSO_BOTTOM_M * hm / 1.75), u + half, vf, colors["pants"])
-            _rect(img, u - half - 0.3, y(TORSO_TOP_M * hm / 1.75), u + half + 0.3, y(TORSO_BOTTOM_M * hm / 1.75), body)
+            _rect(
+                img,
+                u - half - 0.3,
+                y(TORSO_TOP_M * hm / 1.75),
+                u + half + 0.3,
+                y(TORSO_BOTTOM_M * hm / 1.75),
+                body,
+            )
             head = colors["helmet"] if workers.helmet[i] else colors["hair"]
             _rect(img, u - half * 0.7, vt, u + half * 0.7, y(hm - 2 * HEAD_RADIUS_M), head)
             return
@@ -554,35 +640,122 @@ class Renderer:
         lean = 0.12 * s if workers.crouch[i] else 0.0
         swing = 0.12 * math.sin(float(workers.phase[i])) * s if workers.moving[i] else 0.0
         # shadow
-        cv2.ellipse(img, (int(u * _ONE), int(vf * _ONE)), (int(0.45 * s * _ONE), int(0.12 * s * _ONE)), 0, 0, 360, colors["shadow"], -1, shift=_SHIFT)  # fmt: skip
+        cv2.ellipse(
+            img,
+            (int(u * _ONE), int(vf * _ONE)),
+            (int(0.45 * s * _ONE), int(0.12 * s * _ONE)),
+            0,
+            0,
+            360,
+            colors["shadow"],
+            -1,
+            shift=_SHIFT,
+        )
         # legs
         hip = y(TORSO_BOTTOM_M * k)
         for side in (-1, 1):
             x = u + side * 0.1 * s
             foot_x = x + side * swing
-            _quad(img, [(x - 0.07 * s, hip), (x + 0.07 * s, hip), (foot_x + 0.07 * s, vf), (foot_x - 0.07 * s, vf)], colors["pants"])  # fmt: skip
+            _quad(
+                img,
+                [
+                    (x - 0.07 * s, hip),
+                    (x + 0.07 * s, hip),
+                    (foot_x + 0.07 * s, vf),
+                    (foot_x - 0.07 * s, vf),
+                ],
+                colors["pants"],
+            )
         # torso + arms
         top = y(TORSO_TOP_M * k)
-        _quad(img, [(u - 0.22 * s + lean, top), (u + 0.22 * s + lean, top), (u + 0.21 * s, hip), (u - 0.21 * s, hip)], colors["shirt"])  # fmt: skip
+        _quad(
+            img,
+            [
+                (u - 0.22 * s + lean, top),
+                (u + 0.22 * s + lean, top),
+                (u + 0.21 * s, hip),
+                (u - 0.21 * s, hip),
+            ],
+            colors["shirt"],
+        )
         for side in (-1, 1):
             sx = u + side * 0.26 * s + lean
-            _quad(img, [(sx - 0.05 * s, top + 1), (sx + 0.05 * s, top + 1), (sx + 0.05 * s - side * swing * 0.5, y(0.85 * k)), (sx - 0.05 * s - side * swing * 0.5, y(0.85 * k))], colors["shirt"])  # fmt: skip
+            _quad(
+                img,
+                [
+                    (sx - 0.05 * s, top + 1),
+                    (sx + 0.05 * s, top + 1),
+                    (sx + 0.05 * s - side * swing * 0.5, y(0.85 * k)),
+                    (sx - 0.05 * s - side * swing * 0.5, y(0.85 * k)),
+                ],
+                colors["shirt"],
+            )
         if workers.vest[i]:
-            _quad(img, [(u - 0.23 * s + lean, top + 0.03 * sv), (u + 0.23 * s + lean, top + 0.03 * sv), (u + 0.22 * s, y(0.95 * k)), (u - 0.22 * s, y(0.95 * k))], colors["vest"])  # fmt: skip
+            _quad(
+                img,
+                [
+                    (u - 0.23 * s + lean, top + 0.03 * sv),
+                    (u + 0.23 * s + lean, top + 0.03 * sv),
+                    (u + 0.22 * s, y(0.95 * k)),
+                    (u - 0.22 * s, y(0.95 * k)),
+                ],
+                colors["vest"],
+            )
             if height_px > 40:
                 for band in (1.05, 1.22):
                     yb = y(band * k)
-                    _quad(img, [(u - 0.22 * s + lean * 0.5, yb), (u + 0.22 * s + lean * 0.5, yb), (u + 0.22 * s + lean * 0.5, yb + 0.035 * sv), (u - 0.22 * s + lean * 0.5, yb + 0.035 * sv)], colors["stripe"])  # fmt: skip
+                    _quad(
+                        img,
+                        [
+                            (u - 0.22 * s + lean * 0.5, yb),
+                            (u + 0.22 * s + lean * 0.5, yb),
+                            (u + 0.22 * s + lean * 0.5, yb + 0.035 * sv),
+                            (u - 0.22 * s + lean * 0.5, yb + 0.035 * sv),
+                        ],
+                        colors["stripe"],
+                    )
         # head
         hc_y = y(hm - HEAD_RADIUS_M)
         hx = u + lean * 1.3
         r = HEAD_RADIUS_M * s
-        cv2.circle(img, (int(hx * _ONE), int(hc_y * _ONE)), int(r * _ONE), colors["skin"], -1, shift=_SHIFT)
+        cv2.circle(
+            img, (int(hx * _ONE), int(hc_y * _ONE)), int(r * _ONE), colors["skin"], -1, shift=_SHIFT
+        )
         if workers.helmet[i]:
-            cv2.ellipse(img, (int(hx * _ONE), int((hc_y - 0.02 * sv) * _ONE)), (int(1.3 * r * _ONE), int(1.05 * r * _ONE)), 0, 180, 360, colors["helmet"], -1, shift=_SHIFT)  # fmt: skip
-            cv2.ellipse(img, (int(hx * _ONE), int((hc_y - 0.02 * sv) * _ONE)), (int(1.55 * r * _ONE), int(0.22 * r * _ONE)), 0, 0, 360, colors["helmet"], -1, shift=_SHIFT)  # fmt: skip
+            cv2.ellipse(
+                img,
+                (int(hx * _ONE), int((hc_y - 0.02 * sv) * _ONE)),
+                (int(1.3 * r * _ONE), int(1.05 * r * _ONE)),
+                0,
+                180,
+                360,
+                colors["helmet"],
+                -1,
+                shift=_SHIFT,
+            )
+            cv2.ellipse(
+                img,
+                (int(hx * _ONE), int((hc_y - 0.02 * sv) * _ONE)),
+                (int(1.55 * r * _ONE), int(0.22 * r * _ONE)),
+                0,
+                0,
+                360,
+                colors["helmet"],
+                -1,
+                shift=_SHIFT,
+            )
         else:
-            cv2.ellipse(img, (int(hx * _ONE), int((hc_y - 0.1 * r) * _ONE)), (int(1.02 * r * _ONE), int(0.95 * r * _ONE)), 0, 180, 360, colors["hair"], -1, shift=_SHIFT)  # fmt: skip
+            cv2.ellipse(
+                img,
+                (int(hx * _ONE), int((hc_y - 0.1 * r) * _ONE)),
+                (int(1.02 * r * _ONE), int(0.95 * r * _ONE)),
+                0,
+                180,
+                360,
+                colors["hair"],
+                -1,
+                shift=_SHIFT,
+            )
 
     _PARTS = ("vest", "shirt", "pants", "helmet", "hair", "skin", "stripe", "shadow")
 
@@ -591,19 +764,30 @@ class Renderer:
         lit = (self.ambient + (1 - self.ambient) * 0.7) * self.exposure
         rows = []
         for w in self.spec.workers:
-            parts = [w.vest_color, w.shirt_color, w.pants_color, w.helmet_color, w.hair_color, w.skin_color]
+            parts = [
+                w.vest_color,
+                w.shirt_color,
+                w.pants_color,
+                w.helmet_color,
+                w.hair_color,
+                w.skin_color,
+            ]
             colors = [self._bgr(c) * lit for c in parts]
             colors.append(np.array([200.0, 200, 200]) * self.exposure)
             colors.append(self._bgr(self.spec.ground.color) * 0.45 * self.exposure)
             rows.append(colors)
         return np.clip(np.array(rows, dtype=np.float64).reshape(-1, len(self._PARTS), 3), 0, 255)
 
-    def _worker_colors(self, idx: np.ndarray, depth: np.ndarray) -> list[dict[str, tuple[float, float, float]]]:
+    def _worker_colors(
+        self, idx: np.ndarray, depth: np.ndarray
+    ) -> list[dict[str, tuple[float, float, float]]]:
         a = np.asarray(self._haze_factor(depth))[:, None, None]
         cols = (self._worker_lit[idx] * (1 - a) + self.sky_horizon * a).tolist()
         return [{name: tuple(c[k]) for k, name in enumerate(self._PARTS)} for c in cols]
 
-    def _post(self, img: np.ndarray, cv: CameraView, index: int, motion_dps: tuple[float, float]) -> None:
+    def _post(
+        self, img: np.ndarray, cv: CameraView, index: int, motion_dps: tuple[float, float]
+    ) -> None:
         h, w = img.shape[:2]
         px_per_deg = cv.width / cv.fov_h
         blur_u = abs(motion_dps[0]) * px_per_deg / 60.0  # 1/60 s exposure
@@ -625,7 +809,7 @@ class Renderer:
             cv2.subtract(img, neg[y0 : y0 + h, x0 : x0 + w], dst=img)
 
     # ------------------------------------------------------------------ ground truth
-    def _truth(self, cv, t, workers, geo, machine_boxes, fires) -> FrameTruth:  # type: ignore[no-untyped-def]
+    def _truth(self, cv, t, workers, geo, machine_boxes, fires) -> FrameTruth:
         ref = REFERENCE_WIDTH_PX / cv.width
         boxes: list[np.ndarray] = []
         classes: list[np.ndarray] = []
@@ -640,14 +824,21 @@ class Renderer:
             x, y_ = workers.xy[idx, 0], workers.xy[idx, 1]
             head_pts = np.stack([x, y_, hm - HEAD_RADIUS_M], -1)
             torso_pts = np.stack([x, y_, hm * (TORSO_BOTTOM_M + TORSO_TOP_M) / 2 / 1.75], -1)
-            occ = _occluded(np.asarray(cv.position), np.concatenate([head_pts, torso_pts]), np.stack(occluders) if occluders else np.zeros((0, 8, 3)))
+            occ = _occluded(
+                np.asarray(cv.position),
+                np.concatenate([head_pts, torso_pts]),
+                np.stack(occluders) if occluders else np.zeros((0, 8, 3)),
+            )
             occ_head[idx] = occ[: len(idx)]
             occ_torso[idx] = occ[len(idx) :]
             person = geo.person_box[idx]
             head = geo.head_box[idx]
             torso = geo.torso_box[idx]
             boxes += [person, head]
-            classes += [np.full(len(idx), CLS_PERSON), np.where(workers.helmet[idx], CLS_HEAD_HELMET, CLS_HEAD_BARE)]
+            classes += [
+                np.full(len(idx), CLS_PERSON),
+                np.where(workers.helmet[idx], CLS_HEAD_HELMET, CLS_HEAD_BARE),
+            ]
             owners += [idx, idx]
             vest_idx = workers.vest[idx]
             boxes.append(torso[vest_idx])
@@ -659,7 +850,9 @@ class Renderer:
         for mi, corner_list in machine_extent.items():
             uv, z = cv.project(np.concatenate(corner_list))
             if (z > NEAR_M).all():
-                boxes.append(np.array([[uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max()]]))
+                boxes.append(
+                    np.array([[uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max()]])
+                )
                 classes.append(np.array([CLS_MACHINE]))
                 owners.append(np.array([mi]))
         fire_boxes = {}
@@ -670,7 +863,9 @@ class Renderer:
                 boxes.append(fb[None])
                 classes.append(np.array([CLS_FIRE]))
                 owners.append(np.array([fire.index]))
-        all_boxes = np.concatenate(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32)
+        all_boxes = (
+            np.concatenate(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32)
+        )
         all_cls = np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64)
         all_own = np.concatenate(owners).astype(np.int64) if owners else np.zeros(0, np.int64)
         visible = _visible_fraction(all_boxes, cv.width, cv.height)
@@ -683,23 +878,37 @@ class Renderer:
         ref_h = (all_boxes[:, 3] - all_boxes[:, 1]) * ref
         hazards = self._hazard_views(cv, t, workers, geo, occ_head, occ_torso, fire_boxes, ref)
         return FrameTruth(
-            t, cv.width, cv.height, all_boxes[keep], all_cls[keep], visible[keep],
-            occluded[keep], ref_h[keep], all_own[keep], hazards,
-        )  # fmt: skip
+            t,
+            cv.width,
+            cv.height,
+            all_boxes[keep],
+            all_cls[keep],
+            visible[keep],
+            occluded[keep],
+            ref_h[keep],
+            all_own[keep],
+            hazards,
+        )
 
-    def _fire_box(self, cv: CameraView, fire) -> np.ndarray | None:  # type: ignore[no-untyped-def]
+    def _fire_box(self, cv: CameraView, fire) -> np.ndarray | None:
         base = np.array([fire.xy[0], fire.xy[1], 0.0])
         r = fire.size_m * (0.35 + 0.25 * 5) * fire.intensity
         pts = np.array(
-            [base + [-r, 0, 0], base + [r, 0, 0], base + [0, -r, 0], base + [0, r, 0],
-             base + [-r, 0, fire.plume_m + r], base + [r, 0, fire.plume_m + r]]
-        )  # fmt: skip
+            [
+                base + [-r, 0, 0],
+                base + [r, 0, 0],
+                base + [0, -r, 0],
+                base + [0, r, 0],
+                base + [-r, 0, fire.plume_m + r],
+                base + [r, 0, fire.plume_m + r],
+            ]
+        )
         uv, z = cv.project(pts)
         if (z <= NEAR_M).any():
             return None
         return np.array([uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max()])
 
-    def _hazard_views(self, cv, t, workers, geo, occ_head, occ_torso, fire_boxes, ref):  # type: ignore[no-untyped-def]
+    def _hazard_views(self, cv, t, workers, geo, occ_head, occ_torso, fire_boxes, ref):
         out = []
         th = self.res
         for hz in self.site.active_hazards(t):
@@ -728,10 +937,12 @@ class Renderer:
             if box is None:
                 out.append(HazardView(hz.id, hz.type, False, False, 0.0, None))
                 continue
-            frac = float(_visible_fraction(np.asarray(box, dtype=np.float32)[None], cv.width, cv.height)[0])
+            frac = float(
+                _visible_fraction(np.asarray(box, dtype=np.float32)[None], cv.width, cv.height)[0]
+            )
             in_view = frac > 0 and not occluded
             resolvable = in_view and frac >= th.min_visible and size >= need
-            out.append(HazardView(hz.id, hz.type, in_view, resolvable, size, tuple(float(v) for v in box)))
+            out.append(HazardView(hz.id, hz.type, in_view, resolvable, size, _as_box(box)))
         return out
 
     @property
@@ -755,11 +966,16 @@ class _WorkerGeometry:
     torso_box: np.ndarray
 
     @staticmethod
-    def compute(cv: CameraView, xy: np.ndarray, heights: np.ndarray, crouch: np.ndarray) -> _WorkerGeometry:
+    def compute(
+        cv: CameraView, xy: np.ndarray, heights: np.ndarray, crouch: np.ndarray
+    ) -> _WorkerGeometry:
         n = len(xy)
         hm = heights * np.where(crouch, 0.93, 1.0)
         pts = np.concatenate(
-            [np.stack([xy[:, 0], xy[:, 1], np.zeros(n)], -1), np.stack([xy[:, 0], xy[:, 1], hm], -1)]
+            [
+                np.stack([xy[:, 0], xy[:, 1], np.zeros(n)], -1),
+                np.stack([xy[:, 0], xy[:, 1], hm], -1),
+            ]
         )
         uv, z = cv.project(pts)
         foot, top = uv[:n], uv[n:]
@@ -772,17 +988,29 @@ class _WorkerGeometry:
         k = hm / 1.75
         head_c = foot[:, 1] - (hm - HEAD_RADIUS_M) * sv
         hr = HEAD_RADIUS_M * 1.35 * scale
-        head = np.stack([foot[:, 0] - hr, head_c - hr, foot[:, 0] + hr, head_c + 1.0 * HEAD_RADIUS_M * sv], -1)
+        head = np.stack(
+            [foot[:, 0] - hr, head_c - hr, foot[:, 0] + hr, head_c + 1.0 * HEAD_RADIUS_M * sv], -1
+        )
         torso = np.stack(
-            [foot[:, 0] - 0.27 * scale, foot[:, 1] - TORSO_TOP_M * k * sv, foot[:, 0] + 0.27 * scale, foot[:, 1] - TORSO_BOTTOM_M * k * sv], -1
-        )  # fmt: skip
+            [
+                foot[:, 0] - 0.27 * scale,
+                foot[:, 1] - TORSO_TOP_M * k * sv,
+                foot[:, 0] + 0.27 * scale,
+                foot[:, 1] - TORSO_BOTTOM_M * k * sv,
+            ],
+            -1,
+        )
         margin = person[:, 2] - person[:, 0]
         onscreen = (
-            (person[:, 2] + margin >= 0) & (person[:, 0] - margin <= cv.width)
-            & (person[:, 3] >= 0) & (person[:, 1] <= cv.height)
-        )  # fmt: skip
+            (person[:, 2] + margin >= 0)
+            & (person[:, 0] - margin <= cv.width)
+            & (person[:, 3] >= 0)
+            & (person[:, 1] <= cv.height)
+        )
         drawable = in_front & onscreen & ((foot[:, 1] - top[:, 1]) >= 0.6)
-        return _WorkerGeometry(foot, top[:, 1], scale, depth, in_front, onscreen, drawable, person, head, torso)
+        return _WorkerGeometry(
+            foot, top[:, 1], scale, depth, in_front, onscreen, drawable, person, head, torso
+        )
 
 
 def _sphere_in_view(cv: CameraView, centre: np.ndarray, radius: float) -> bool:
@@ -795,9 +1023,11 @@ def _sphere_in_view(cv: CameraView, centre: np.ndarray, radius: float) -> bool:
     # distance from the sphere centre to each side plane of the frustum
     cw, sw, ch, sh = math.cos(half_w), math.sin(half_w), math.cos(half_h), math.sin(half_h)
     return (
-        x * cw - z * sw <= radius and -x * cw - z * sw <= radius
-        and y * ch - z * sh <= radius and -y * ch - z * sh <= radius
-    )  # fmt: skip
+        x * cw - z * sw <= radius
+        and -x * cw - z * sw <= radius
+        and y * ch - z * sh <= radius
+        and -y * ch - z * sh <= radius
+    )
 
 
 def _face_normals(corners: np.ndarray) -> np.ndarray:
@@ -809,6 +1039,10 @@ def _face_normals(corners: np.ndarray) -> np.ndarray:
     ey = ey / np.linalg.norm(ey, axis=1, keepdims=True)
     ez = ez / np.linalg.norm(ez, axis=1, keepdims=True)
     return np.stack([-ey, ex, ey, -ex, ez], axis=1)
+
+
+def _as_box(box: np.ndarray) -> tuple[float, float, float, float]:
+    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
 
 def _visible_fraction(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -827,7 +1061,9 @@ def _occluded(cam: np.ndarray, points: np.ndarray, boxes: np.ndarray) -> np.ndar
     if not len(points) or not len(boxes):
         return np.zeros(len(points), dtype=bool)
     origin = boxes[:, 0]  # (B, 3)
-    axes = np.stack([boxes[:, 1] - origin, boxes[:, 3] - origin, boxes[:, 4] - origin], 1)  # (B, 3, 3)
+    axes = np.stack(
+        [boxes[:, 1] - origin, boxes[:, 3] - origin, boxes[:, 4] - origin], 1
+    )  # (B, 3, 3)
     lengths = np.linalg.norm(axes, axis=2)  # (B, 3)
     unit = axes / np.maximum(lengths[..., None], 1e-9)
     s = np.einsum("bk,bjk->bj", cam - origin, unit)  # (B, 3) camera in box coordinates
@@ -846,7 +1082,7 @@ def _grain(rng: np.random.Generator) -> np.ndarray:
     return cv2.GaussianBlur(g, (3, 3), 0.8)
 
 
-def _rect(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color) -> None:  # type: ignore[no-untyped-def]
+def _rect(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color) -> None:
     h, w = img.shape[:2]
     a, b = max(int(round(x0)), 0), min(int(round(x1)) + 1, w)
     c, d = max(int(round(y0)), 0), min(int(round(y1)) + 1, h)
@@ -854,11 +1090,13 @@ def _rect(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color) ->
         img[c:d, a:b] = color
 
 
-def _quad(img: np.ndarray, pts: list[tuple[float, float]], color) -> None:  # type: ignore[no-untyped-def]
+def _quad(img: np.ndarray, pts: list[tuple[float, float]], color) -> None:
     arr = np.round(np.array(pts) * _ONE).astype(np.int32)
     cv2.fillConvexPoly(img, arr, color, lineType=cv2.LINE_8, shift=_SHIFT)
 
 
 def _ellipse_poly(cx: float, cy: float, rx: float, ry: float, n: int = 12) -> np.ndarray:
     a = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    return np.round(np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], -1) * _ONE).astype(np.int32)
+    return np.round(np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], -1) * _ONE).astype(
+        np.int32
+    )

@@ -18,7 +18,7 @@ from firmware_config.camera import XY, CameraMountSpec, PTZLimitsSpec
 
 __all__ = ["CameraMountSpec", "PTZLimitsSpec", "SiteSpec", "SiteFileError"]
 
-SITE_SCHEMA = "sitehawk.site/1"
+SITE_SCHEMA: Literal["sitehawk.site/1"] = "sitehawk.site/1"
 
 RGB = Annotated[list[int], Field(min_length=3, max_length=3, description="[r, g, b], 0–255")]
 Interval = Annotated[list[float], Field(min_length=2, max_length=2, description="[start_s, end_s]")]
@@ -80,7 +80,9 @@ class WorkerSpec(_Strict):
     id: str
     height_m: float = Field(1.75, ge=1.4, le=2.1)
     helmet: bool = Field(True, description="Wears a helmet unless a no_helmet event says otherwise")
-    vest: bool = Field(True, description="Wears a hi-vis vest unless a no_vest event says otherwise")
+    vest: bool = Field(
+        True, description="Wears a hi-vis vest unless a no_vest event says otherwise"
+    )
     helmet_color: RGB = Field(default_factory=lambda: [245, 245, 240])
     vest_color: RGB = Field(default_factory=lambda: [210, 255, 40])
     shirt_color: RGB = Field(default_factory=lambda: [60, 80, 140])

@@ -31,7 +31,7 @@ class VirtualSite:
         self.frame_index = 0
 
     @classmethod
-    def from_seed(cls, seed: int, duration_s: float = 600.0, **kwargs) -> VirtualSite:  # type: ignore[no-untyped-def]
+    def from_seed(cls, seed: int, duration_s: float = 600.0, **kwargs) -> VirtualSite:
         return cls(generate_site(seed, duration_s=duration_s), **kwargs)
 
     @property
@@ -47,7 +47,9 @@ class VirtualSite:
         pts = np.concatenate([np.asarray(a, dtype=np.float64) for a in self.spec.work_areas])
         centre = np.append(pts.mean(axis=0), 0.0)
         cam = self.spec.camera
-        pan, tilt, _ = pan_tilt_of_point((cam.position[0], cam.position[1], cam.height_m), cam.heading_deg, centre)
+        pan, tilt, _ = pan_tilt_of_point(
+            (cam.position[0], cam.position[1], cam.height_m), cam.heading_deg, centre
+        )
         lim = cam.limits
         return PTZPose(
             float(np.clip(pan, lim.pan_min_deg, lim.pan_max_deg)),
@@ -66,9 +68,15 @@ class VirtualSite:
     ) -> tuple[Frame, FrameTruth | None]:
         """Render the current view at the current site time."""
         frame, gt = self.renderer.render(
-            self.head.pose, self.head.t, width, height, index=self.frame_index, truth=truth,
-            noise=noise, motion_dps=self.head.rate_dps,
-        )  # fmt: skip
+            self.head.pose,
+            self.head.t,
+            width,
+            height,
+            index=self.frame_index,
+            truth=truth,
+            noise=noise,
+            motion_dps=self.head.rate_dps,
+        )
         self.frame_index += 1
         return frame, gt
 
@@ -77,7 +85,9 @@ class VirtualSite:
         return (float(cam.position[0]), float(cam.position[1]), float(cam.height_m))
 
 
-def required_zoom(range_m: float, size_m: float, min_px: float, limits_zoom_max: float, fov_1x: float = 60.0) -> float:
+def required_zoom(
+    range_m: float, size_m: float, min_px: float, limits_zoom_max: float, fov_1x: float = 60.0
+) -> float:
     """Zoom at which an object of ``size_m`` at ``range_m`` spans ``min_px`` reference pixels."""
     half = math.atan((1280 / 2) / (min_px * range_m / size_m))
     return float(min(limits_zoom_max, max(1.0, fov_1x / math.degrees(2 * half))))

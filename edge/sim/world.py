@@ -288,19 +288,19 @@ class Site:
     def _derive_hazards(self) -> list[HazardEvent]:
         events: list[tuple[str, float, float, int | None, int | None, int | None]] = []
         horizon = self.spec.duration_s
-        for wi in np.flatnonzero(~self.base_helmet):
-            events.append(("no_helmet", 0.0, horizon, int(wi), None, None))
-        for wi in np.flatnonzero(~self.base_vest):
-            events.append(("no_vest", 0.0, horizon, int(wi), None, None))
+        for w in np.flatnonzero(~self.base_helmet):
+            events.append(("no_helmet", 0.0, horizon, int(w), None, None))
+        for w in np.flatnonzero(~self.base_vest):
+            events.append(("no_vest", 0.0, horizon, int(w), None, None))
         for row in self._attr:
             kind = "no_helmet" if row[1] == 0 else "no_vest"
             events.append((kind, float(row[2]), float(row[3]), int(row[0]), None, None))
-        for fi, f in enumerate(self.spec.fires):
-            events.append(("fire_smoke", f.start_s, f.end_s, None, None, fi))
+        for fire_index, f in enumerate(self.spec.fires):
+            events.append(("fire_smoke", f.start_s, f.end_s, None, None, fire_index))
         events.extend(self._derive_intrusions())
         events.sort(key=lambda e: (e[1], HAZARD_TYPES.index(e[0])))
         counts: dict[str, int] = {}
-        out = []
+        out: list[HazardEvent] = []
         for kind, start, end, wi, mi, fi in events:
             counts[kind] = counts.get(kind, 0) + 1
             out.append(HazardEvent(f"{kind}-{counts[kind]}", kind, start, end, wi, mi, fi))
@@ -316,7 +316,7 @@ class Site:
         for mi, zone in enumerate(self.zones):
             starts, ends = self._work[mi]
             active = np.zeros(len(times), dtype=bool)
-            for s, e in zip(starts, ends):
+            for s, e in zip(starts, ends, strict=True):
                 active |= (times >= s) & (times < e)
             inside = points_in_polygon(positions, zone) & active[:, None]  # (T, N)
             for wi in range(self.num_workers):
@@ -324,7 +324,9 @@ class Site:
                 if not col.any():
                     continue
                 edges = np.diff(np.concatenate([[0], col.astype(np.int8), [0]]))
-                for s_idx, e_idx in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+                for s_idx, e_idx in zip(
+                    np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True
+                ):
                     start, end = float(times[s_idx]), float(times[e_idx - 1] + INTRUSION_SAMPLE_S)
                     if end - start >= 1.0:
                         out.append(("zone_intrusion", start, end, wi, mi, None))

@@ -63,19 +63,32 @@ class HazardRecord:
 class SearchEpisode:
     """Runs one episode on one site; ``reset`` then ``step`` until ``done``."""
 
-    def __init__(self, spec: SiteSpec, config: EpisodeConfig | None = None, *, perception_seed: int | None = None):
+    def __init__(
+        self,
+        spec: SiteSpec,
+        config: EpisodeConfig | None = None,
+        *,
+        perception_seed: int | None = None,
+    ):
         self.config = config or EpisodeConfig()
         if self.config.perception not in PERCEPTION_MODES:
-            raise ValueError(f"perception must be one of {PERCEPTION_MODES}, got {self.config.perception!r}")
+            raise ValueError(
+                f"perception must be one of {PERCEPTION_MODES}, got {self.config.perception!r}"
+            )
         if self.config.perception == "detector":
             raise ValueError(
-                "perception 'detector' needs a trained detector model (models/detector.onnx with its "
-                "manifest), which is not shipped yet; use perception 'sim'"
+                "perception 'detector' needs a trained detector model (models/detector.onnx "
+                "with its manifest), which is not shipped yet; use perception 'sim'"
             )
         if spec.duration_s < self.config.episode_s:
-            raise ValueError(f"site covers {spec.duration_s} s, shorter than the {self.config.episode_s} s episode")
+            raise ValueError(
+                f"site covers {spec.duration_s} s, "
+                f"shorter than the {self.config.episode_s} s episode"
+            )
         self.spec = spec
-        self.perception = SimulatedPerception(perception_seed if perception_seed is not None else (spec.seed or 0))
+        self.perception = SimulatedPerception(
+            perception_seed if perception_seed is not None else (spec.seed or 0)
+        )
         self.virtual: VirtualSite | None = None
         self.builder: ObservationBuilder | None = None
 
@@ -99,7 +112,7 @@ class SearchEpisode:
         assert self.virtual is not None, "call reset() first"
         return self.virtual.t
 
-    def step(self, command: PTZCommand) -> tuple[Observation, float, bool, dict]:  # type: ignore[type-arg]
+    def step(self, command: PTZCommand) -> tuple[Observation, float, bool, dict]:
         """Apply one command for one control period; return (obs, reward, done, info)."""
         assert self.virtual is not None, "call reset() first"
         if self.done:

@@ -844,17 +844,31 @@ class Renderer:
             boxes.append(torso[vest_idx])
             classes.append(np.full(int(vest_idx.sum()), CLS_VEST))
             owners.append(idx[vest_idx])
-        machine_extent: dict[int, list[np.ndarray]] = {}
+        # a machine's box is the union of the parts that are in the frame (an articulated crane's
+        # full extent would cover half the sky while only its mast is visible)
+        machine_parts: dict[int, list[np.ndarray]] = {}
         for box in machine_boxes:
-            machine_extent.setdefault(box.owner, []).append(box.corners)
-        for mi, corner_list in machine_extent.items():
-            uv, z = cv.project(np.concatenate(corner_list))
-            if (z > NEAR_M).all():
-                boxes.append(
-                    np.array([[uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max()]])
-                )
-                classes.append(np.array([CLS_MACHINE]))
-                owners.append(np.array([mi]))
+            machine_parts.setdefault(box.owner, []).append(box.corners)
+        machine_visible: dict[int, float] = {}
+        for mi, corner_list in machine_parts.items():
+            uv, z = cv.project(np.stack(corner_list))  # (P, 8, 2), (P, 8)
+            if (z <= NEAR_M).any():
+                continue
+            part = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)  # (P, 4)
+            clipped = part.copy()
+            clipped[:, [0, 2]] = np.clip(part[:, [0, 2]], 0, cv.width)
+            clipped[:, [1, 3]] = np.clip(part[:, [1, 3]], 0, cv.height)
+            shown = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+            if not shown.any():
+                continue
+            c = clipped[shown]
+            boxes.append(np.array([[c[:, 0].min(), c[:, 1].min(), c[:, 2].max(), c[:, 3].max()]]))
+            classes.append(np.array([CLS_MACHINE]))
+            owners.append(np.array([mi]))
+            area = lambda b: np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # noqa: E731
+            machine_visible[len(boxes) - 1] = float(
+                area(clipped).sum() / max(area(part).sum(), 1e-9)
+            )
         fire_boxes = {}
         for fire in fires:
             fb = self._fire_box(cv, fire)
@@ -869,6 +883,11 @@ class Renderer:
         all_cls = np.concatenate(classes).astype(np.int64) if classes else np.zeros(0, np.int64)
         all_own = np.concatenate(owners).astype(np.int64) if owners else np.zeros(0, np.int64)
         visible = _visible_fraction(all_boxes, cv.width, cv.height)
+        is_machine = all_cls == CLS_MACHINE
+        if is_machine.any():
+            # clipped machine boxes are fully "inside"; report the share of the machine shown
+            fractions = [machine_visible[k] for k in sorted(machine_visible)]
+            visible[is_machine] = np.asarray(fractions, dtype=np.float32)
         occluded = np.zeros(len(all_cls), dtype=bool)
         is_worker = np.isin(all_cls, (CLS_PERSON, CLS_VEST))
         occluded[is_worker] = occ_torso[all_own[is_worker]]

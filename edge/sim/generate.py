@@ -228,10 +228,7 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
                 route = [_r(c), _r(end)]
                 zone = _rect_polygon((c + end) / 2, float(np.linalg.norm(end - c)) + 10, 7.0, 90.0)
             zone_arr = np.array(zone)
-            if (
-                all(not points_in_polygon(zone_arr, _grow(o, 1.0)).any() for o in occupied)
-                and not points_in_polygon(cam_xy[None], zone_arr)[0]
-            ):
+            if grid.polygon_free(zone_arr) and not points_in_polygon(cam_xy[None], zone_arr)[0]:
                 break
         if kind == "excavator":
             ground.pits.append(_circle_polygon(c, 5.0, 10))
@@ -240,7 +237,7 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
                 id=f"{kind}-{mi}",
                 kind=kind,
                 position=_r(c),
-                yaw_deg=round(float(rng.uniform(0, 360)), 1),
+                yaw_deg=90.0 if kind == "truck" else round(float(rng.uniform(0, 360)), 1),
                 color=color,
                 zone=zone,
                 working=_schedule(rng, duration_s),
@@ -408,6 +405,15 @@ class _OccupancyGrid:
         ix = np.clip((x / self.CELL_M).astype(int), 0, self.shape[1] - 1)
         iy = np.clip((y / self.CELL_M).astype(int), 0, self.shape[0] - 1)
         return not self.mask[iy, ix].any()
+
+    def polygon_free(self, poly: np.ndarray) -> bool:
+        """No keep-out cell lies under the polygon."""
+        import cv2
+
+        probe = np.zeros_like(self.mask)
+        pts = np.round(np.asarray(poly) / self.CELL_M * 16).astype(np.int32)
+        cv2.fillPoly(probe, [pts], 1, lineType=cv2.LINE_8, shift=4)
+        return not (probe & self.mask).any()
 
     def segment_free(self, a: np.ndarray, b: np.ndarray) -> bool:
         n = max(2, int(math.dist(a, b) / 0.25))

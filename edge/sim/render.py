@@ -378,10 +378,11 @@ class Renderer:
                 boom_pitch = 25 + 25 * state.boom
                 boom_rot = _rotation(state.yaw_deg + state.slew_deg, boom_pitch)
                 boom_base = base + np.array([0, 0, 1.9]) + fwd * 1.4
-                add(boom_base, (0.5, 5.5, 0.5), boom_rot, color)
+                # boxes stand on their bottom centre: offset by half their length to hinge them
+                add(boom_base + boom_rot[:, 1] * 2.75, (0.5, 5.5, 0.5), boom_rot, color)
                 tip = boom_base + boom_rot[:, 1] * 5.5
                 arm_rot = _rotation(state.yaw_deg + state.slew_deg, -70 + 20 * state.boom)
-                add(tip, (0.4, 3.0, 0.4), arm_rot, color)
+                add(tip + arm_rot[:, 1] * 1.5, (0.4, 3.0, 0.4), arm_rot, color)
             elif m.kind == "crane":
                 add(base, (2.0, 2.0, 28.0), rot, color)
                 jib = _rotation(state.yaw_deg + state.slew_deg)

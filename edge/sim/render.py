@@ -34,6 +34,8 @@ __all__ = ["CLASSES", "Frame", "FrameTruth", "HazardView", "Renderer", "Resolvab
 CLS_PERSON, CLS_HEAD_HELMET, CLS_HEAD_BARE, CLS_VEST, CLS_MACHINE, CLS_FIRE = range(6)
 
 NEAR_M = 0.5
+# indices of a worker's kit colours (see Renderer._PARTS)
+_VEST, _SHIRT, _PANTS, _HELMET, _HAIR, _SKIN, _STRIPE, _SHADOW = range(8)
 TEXTURE_RES_M = 0.1
 TEXTURE_MARGIN_M = 45.0
 MIP_LEVELS = 6
@@ -599,7 +601,7 @@ class Renderer:
         return float(z), 2, ("fire", polys)
 
     def _draw_worker(
-        self, img: np.ndarray, geo: _WorkerGeometry, workers, i: int, colors: dict
+        self, img: np.ndarray, geo: _WorkerGeometry, workers, i: int, colors: list[list[float]]
     ) -> None:
         w = self.spec.workers[i]
         u, vf, vt, s = (
@@ -609,7 +611,7 @@ class Renderer:
             float(geo.scale[i]),
         )
         height_px = vf - vt
-        body = colors["vest"] if workers.vest[i] else colors["shirt"]
+        body = colors[_VEST] if workers.vest[i] else colors[_SHIRT]
         hh, hw = img.shape[:2]
         if height_px < 3.0:
             x0, x1 = int(u - 0.25 * s), int(u + 0.25 * s) + 1
@@ -625,7 +627,7 @@ class Renderer:
 
         if height_px < 9.0:
             half = max(0.5, 0.2 * s)
-            _rect(img, u - half, y(TORSO_BOTTOM_M * hm / 1.75), u + half, vf, colors["pants"])
+            _rect(img, u - half, y(TORSO_BOTTOM_M * hm / 1.75), u + half, vf, colors[_PANTS])
             _rect(
                 img,
                 u - half - 0.3,
@@ -634,7 +636,7 @@ class Renderer:
                 y(TORSO_BOTTOM_M * hm / 1.75),
                 body,
             )
-            head = colors["helmet"] if workers.helmet[i] else colors["hair"]
+            head = colors[_HELMET] if workers.helmet[i] else colors[_HAIR]
             _rect(img, u - half * 0.7, vt, u + half * 0.7, y(hm - 2 * HEAD_RADIUS_M), head)
             return
         k = hm / 1.75
@@ -648,7 +650,7 @@ class Renderer:
             0,
             0,
             360,
-            colors["shadow"],
+            colors[_SHADOW],
             -1,
             shift=_SHIFT,
         )
@@ -665,7 +667,7 @@ class Renderer:
                     (foot_x + 0.07 * s, vf),
                     (foot_x - 0.07 * s, vf),
                 ],
-                colors["pants"],
+                colors[_PANTS],
             )
         # torso + arms
         top = y(TORSO_TOP_M * k)
@@ -677,7 +679,7 @@ class Renderer:
                 (u + 0.21 * s, hip),
                 (u - 0.21 * s, hip),
             ],
-            colors["shirt"],
+            colors[_SHIRT],
         )
         for side in (-1, 1):
             sx = u + side * 0.26 * s + lean
@@ -689,7 +691,7 @@ class Renderer:
                     (sx + 0.05 * s - side * swing * 0.5, y(0.85 * k)),
                     (sx - 0.05 * s - side * swing * 0.5, y(0.85 * k)),
                 ],
-                colors["shirt"],
+                colors[_SHIRT],
             )
         if workers.vest[i]:
             _quad(
@@ -700,7 +702,7 @@ class Renderer:
                     (u + 0.22 * s, y(0.95 * k)),
                     (u - 0.22 * s, y(0.95 * k)),
                 ],
-                colors["vest"],
+                colors[_VEST],
             )
             if height_px > 40:
                 for band in (1.05, 1.22):
@@ -713,14 +715,14 @@ class Renderer:
                             (u + 0.22 * s + lean * 0.5, yb + 0.035 * sv),
                             (u - 0.22 * s + lean * 0.5, yb + 0.035 * sv),
                         ],
-                        colors["stripe"],
+                        colors[_STRIPE],
                     )
         # head
         hc_y = y(hm - HEAD_RADIUS_M)
         hx = u + lean * 1.3
         r = HEAD_RADIUS_M * s
         cv2.circle(
-            img, (int(hx * _ONE), int(hc_y * _ONE)), int(r * _ONE), colors["skin"], -1, shift=_SHIFT
+            img, (int(hx * _ONE), int(hc_y * _ONE)), int(r * _ONE), colors[_SKIN], -1, shift=_SHIFT
         )
         if workers.helmet[i]:
             cv2.ellipse(
@@ -730,7 +732,7 @@ class Renderer:
                 0,
                 180,
                 360,
-                colors["helmet"],
+                colors[_HELMET],
                 -1,
                 shift=_SHIFT,
             )
@@ -741,7 +743,7 @@ class Renderer:
                 0,
                 0,
                 360,
-                colors["helmet"],
+                colors[_HELMET],
                 -1,
                 shift=_SHIFT,
             )
@@ -753,7 +755,7 @@ class Renderer:
                 0,
                 180,
                 360,
-                colors["hair"],
+                colors[_HAIR],
                 -1,
                 shift=_SHIFT,
             )
@@ -779,12 +781,10 @@ class Renderer:
             rows.append(colors)
         return np.clip(np.array(rows, dtype=np.float64).reshape(-1, len(self._PARTS), 3), 0, 255)
 
-    def _worker_colors(
-        self, idx: np.ndarray, depth: np.ndarray
-    ) -> list[dict[str, tuple[float, float, float]]]:
+    def _worker_colors(self, idx: np.ndarray, depth: np.ndarray) -> list[list[list[float]]]:
+        """Hazed kit colours per worker, indexed by the part constants (_VEST, _SHIRT, …)."""
         a = np.asarray(self._haze_factor(depth))[:, None, None]
-        cols = (self._worker_lit[idx] * (1 - a) + self.sky_horizon * a).tolist()
-        return [{name: tuple(c[k]) for k, name in enumerate(self._PARTS)} for c in cols]
+        return (self._worker_lit[idx] * (1 - a) + self.sky_horizon * a).tolist()
 
     def _post(
         self, img: np.ndarray, cv: CameraView, index: int, motion_dps: tuple[float, float]

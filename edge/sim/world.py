@@ -8,6 +8,7 @@ the same kinematics the renderer draws, so they cannot disagree with what the ca
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -104,6 +105,14 @@ class Site:
         self._compile_attribute_events()
         self.zones = [np.array(m.zone, dtype=np.float64) for m in spec.machines]
         self._work = [_interval_arrays(m.working) for m in spec.machines]
+        # plain lists: machine queries run every frame and bisect beats numpy on tiny arrays
+        self._work_lists = [(list(s), list(e)) for s, e in self._work]
+        self._work_cum = [[0.0, *np.cumsum(e - s).tolist()][: len(s)] for s, e in self._work]
+        self._routes = []
+        for m in spec.machines:
+            route = [tuple(p) for p in (m.route if len(m.route) >= 2 else [m.position, m.position])]
+            seg = [math.dist(a, b) for a, b in zip(route[:-1], route[1:], strict=True)]
+            self._routes.append((route, [0.0, *np.cumsum(seg).tolist()]))
         self.hazards = self._derive_hazards()
 
     # ------------------------------------------------------------------ compile
@@ -222,14 +231,17 @@ class Site:
         return WorkerState(xy, moving, crouch, phase, helmet, vest)
 
     def machine_working(self, index: int, t: float) -> bool:
-        starts, ends = self._work[index]
-        i = int(np.searchsorted(starts, t, side="right")) - 1
-        return bool(i >= 0 and t < ends[i])
+        starts, ends = self._work_lists[index]
+        i = bisect.bisect_right(starts, t) - 1
+        return i >= 0 and t < ends[i]
 
     def _work_time(self, index: int, t: float) -> float:
         """Seconds the machine has worked up to ``t`` (drives its motion continuously)."""
-        starts, ends = self._work[index]
-        return float(np.clip(np.minimum(ends, t) - starts, 0.0, None).sum())
+        starts, ends = self._work_lists[index]
+        i = bisect.bisect_right(starts, t) - 1
+        if i < 0:
+            return 0.0
+        return self._work_cum[index][i] + min(t, ends[i]) - starts[i]
 
     def machine_at(self, index: int, t: float) -> MachineState:
         m: MachineSpec = self.spec.machines[index]
@@ -243,22 +255,18 @@ class Site:
         elif m.kind == "crane":
             slew = 100.0 * math.sin(2 * math.pi * w / 60.0)
             boom = 0.5 + 0.5 * math.sin(2 * math.pi * w / 20.0)
-        else:  # truck: back and forth along its route
+        else:  # truck: back and forth along its route at 3 m/s
             slew, boom = 0.0, 0.0
-            route = np.array(m.route if len(m.route) >= 2 else [m.position, m.position])
-            seg_len = np.linalg.norm(np.diff(route, axis=0), axis=1)
-            total = float(seg_len.sum())
+            route, cum = self._routes[index]
+            total = cum[-1]
             if total > 1e-6:
                 s = (w * 3.0) % (2 * total)
                 s = s if s <= total else 2 * total - s
-                k = int(np.searchsorted(np.cumsum(seg_len), s, side="left"))
-                k = min(k, len(seg_len) - 1)
-                s0 = float(np.cumsum(seg_len)[k] - seg_len[k])
-                f = (s - s0) / max(seg_len[k], 1e-9)
-                p = route[k] + (route[k + 1] - route[k]) * f
-                d = route[k + 1] - route[k]
-                xy = (float(p[0]), float(p[1]))
-                yaw = math.degrees(math.atan2(d[0], d[1]))
+                k = min(max(bisect.bisect_left(cum, s) - 1, 0), len(route) - 2)
+                f = (s - cum[k]) / max(cum[k + 1] - cum[k], 1e-9)
+                (x0, y0), (x1, y1) = route[k], route[k + 1]
+                xy = (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f)
+                yaw = math.degrees(math.atan2(x1 - x0, y1 - y0))
         return MachineState(working, xy, yaw, slew, boom)
 
     def zone_active(self, index: int, t: float) -> bool:

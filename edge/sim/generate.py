@@ -226,7 +226,7 @@ def generate_site(seed: int, duration_s: float = 600.0, num_workers: int | None 
                 c = np.array([float(rng.uniform(10, width - 30)), y_road])
                 end = c + np.array([float(rng.uniform(15, 25)), 0.0])
                 route = [_r(c), _r(end)]
-                zone = _rect_polygon((c + end) / 2, float(np.linalg.norm(end - c)) + 10, 7.0, 90.0)
+                zone = _rect_polygon((c + end) / 2, float(np.linalg.norm(end - c)) + 10, 7.0, 0.0)
             zone_arr = np.array(zone)
             if grid.polygon_free(zone_arr) and not points_in_polygon(cam_xy[None], zone_arr)[0]:
                 break

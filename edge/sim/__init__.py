@@ -6,5 +6,7 @@
 - :mod:`edge.sim.render` — pinhole rendering of any PTZ view, with per-frame ground truth,
 - :mod:`edge.sim.ptz` — the PTZ head's kinematics and ONVIF-like commands,
 - :mod:`edge.sim.perception` — simulated detections from ground truth,
-- :mod:`edge.sim.virtual` — camera + site + clock in one object.
+- :mod:`edge.sim.virtual` — camera + site + clock in one object,
+- :mod:`edge.sim.panorama` — what the camera can see, as one picture with pan/tilt mapping,
+- :mod:`edge.sim.overview` — the ``sitehawk-edge render`` picture (panorama, plan, PTZ views).
 """

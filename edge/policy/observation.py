@@ -144,7 +144,8 @@ class ObservationBuilder:
             [
                 2 * (pose.pan_deg - lim.pan_min_deg) / (lim.pan_max_deg - lim.pan_min_deg) - 1,
                 2 * (pose.tilt_deg - lim.tilt_min_deg) / (lim.tilt_max_deg - lim.tilt_min_deg) - 1,
-                2 * math.log(pose.zoom) / math.log(lim.zoom_max) - 1,
+                # a fixed-zoom camera (zoom_max 1) sits at -1
+                2 * math.log(pose.zoom) / max(math.log(lim.zoom_max), 1e-9) - 1,
             ],
             dtype=np.float32,
         )
@@ -186,11 +187,14 @@ class ObservationBuilder:
         staleness = np.clip((t - self.last_seen) / cfg.stale_s, 0.0, 1.0).astype(np.float32)
         staleness[~self.ground_rows] = 0.0
         maps = np.stack([staleness, self.candidates, self.hazards]).astype(np.float32)
-        if (h, w) != (cfg.view_size, cfg.view_size):
-            # INTER_AREA is ~100× slower; a device frame is downscaled once per control step
-            view = cv2.resize(image, (cfg.view_size, cfg.view_size), interpolation=cv2.INTER_LINEAR)
-        else:
+        if (h, w) == (cfg.view_size, cfg.view_size):
             view = image
+        else:
+            # a big device frame is averaged down (INTER_AREA: slow, but once per control step,
+            # and without the aliasing INTER_LINEAR gives at 10×); small frames interpolate
+            big = w > 2 * cfg.view_size or h > 2 * cfg.view_size
+            interp = cv2.INTER_AREA if big else cv2.INTER_LINEAR
+            view = cv2.resize(image, (cfg.view_size, cfg.view_size), interpolation=interp)
         view = np.ascontiguousarray(view[..., ::-1])  # BGR → RGB
         return Observation(view, self.normalised_pose(pose), maps, pose, t, targets)
 

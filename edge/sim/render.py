@@ -198,9 +198,10 @@ class Renderer:
         )
         self._worker_lit = self._worker_palette()
         self._machine_bounds = [self._machine_sphere(m) for m in self.spec.machines]
-        self._static_occluders = [
-            b.corners for b in self._static if b.kind in ("building", "container")
-        ]
+        occluders = [b.corners for b in self._static if b.kind in ("building", "container")]
+        self._static_occluders = _box_frames(
+            np.stack(occluders) if occluders else np.zeros((0, 8, 3))
+        )
 
     # ------------------------------------------------------------------ colours
     def _bgr(self, rgb: list[int]) -> np.ndarray:
@@ -442,13 +443,13 @@ class Renderer:
         geo = _WorkerGeometry.compute(cv, workers.xy, self.site.heights, workers.crouch)
         machine_boxes = self._machine_boxes(t, cv)
         fires = self.site.fires_at(t)
-        self._draw_objects(img, cv, t, workers, geo, machine_boxes, fires)
+        machine_uv = self._draw_objects(img, cv, t, workers, geo, machine_boxes, fires)
         if noise:
             self._post(img, cv, index, motion_dps)
         frame = Frame(img, t, pose, index)
         if not truth:
             return frame, None
-        return frame, self._truth(cv, t, workers, geo, machine_boxes, fires)
+        return frame, self._truth(cv, t, workers, geo, machine_boxes, machine_uv, fires)
 
     def _draw_ground_and_sky(self, cv: CameraView) -> np.ndarray:
         w, h = cv.width, cv.height
@@ -481,11 +482,15 @@ class Renderer:
             img[:rows] = colors[:, None, :]
         return img
 
-    def _draw_objects(self, img, cv, t, workers, geo, machine_boxes, fires) -> None:
+    def _draw_objects(
+        self, img, cv, t, workers, geo, machine_boxes, fires
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw everything far to near; return the machine corners' projection (uv, z)."""
         items: list[tuple[float, int, object]] = []
         boxes = self._static + machine_boxes
         n_static = len(self._static)
         machine_faces = self._face_lists(machine_boxes)
+        machine_uv = (np.zeros((0, 8, 2)), np.zeros((0, 8)))
         if boxes:
             corners = np.concatenate([self._static_corners] + [b.corners for b in machine_boxes])
             uv, z = cv.project(corners)
@@ -501,6 +506,7 @@ class Renderer:
                 & (lo[:, 1] <= cv.height)
                 & (size >= 0.7)
             )
+            machine_uv = (uv[n_static:], z[n_static:])
             pts_all = np.round(uv * _ONE).astype(np.int32)
             depth = z.mean(axis=1)
             for bi in np.flatnonzero(keep):
@@ -536,6 +542,7 @@ class Renderer:
                 self._draw_worker(img, geo, workers, *payload)  # type: ignore[misc]
             elif kind == 2:
                 self._draw_misc(img, payload)  # type: ignore[arg-type]
+        return machine_uv
 
     def _scaffold_payload(self, cv: CameraView, box: _Box, size: float, faces: list) -> tuple:
         """A scaffold is see-through: a 2 m grid of poles and ledgers, or an outline when small."""
@@ -810,7 +817,7 @@ class Renderer:
             cv2.subtract(img, neg[y0 : y0 + h, x0 : x0 + w], dst=img)
 
     # ------------------------------------------------------------------ ground truth
-    def _truth(self, cv, t, workers, geo, machine_boxes, fires) -> FrameTruth:
+    def _truth(self, cv, t, workers, geo, machine_boxes, machine_uv, fires) -> FrameTruth:
         ref = REFERENCE_WIDTH_PX / cv.width
         boxes: list[np.ndarray] = []
         classes: list[np.ndarray] = []
@@ -819,17 +826,16 @@ class Renderer:
         idx = np.flatnonzero(geo.in_front & geo.onscreen)
         occ_head = np.zeros(n, dtype=bool)
         occ_torso = np.zeros(n, dtype=bool)
-        occluders = self._static_occluders + [b.corners for b in machine_boxes if b.solid]
         if len(idx):
             hm = self.site.heights[idx]
             x, y_ = workers.xy[idx, 0], workers.xy[idx, 1]
             head_pts = np.stack([x, y_, hm - HEAD_RADIUS_M], -1)
             torso_pts = np.stack([x, y_, hm * (TORSO_BOTTOM_M + TORSO_TOP_M) / 2 / 1.75], -1)
-            occ = _occluded(
-                np.asarray(cv.position),
-                np.concatenate([head_pts, torso_pts]),
-                np.stack(occluders) if occluders else np.zeros((0, 8, 3)),
-            )
+            solid = [b.corners for b in machine_boxes if b.solid]
+            frames = self._static_occluders
+            if solid:
+                frames = _concat_frames(frames, _box_frames(np.stack(solid)))
+            occ = _occluded(np.asarray(cv.position), np.concatenate([head_pts, torso_pts]), frames)
             occ_head[idx] = occ[: len(idx)]
             occ_torso[idx] = occ[len(idx) :]
             person = geo.person_box[idx]
@@ -845,31 +851,7 @@ class Renderer:
             boxes.append(torso[vest_idx])
             classes.append(np.full(int(vest_idx.sum()), CLS_VEST))
             owners.append(idx[vest_idx])
-        # a machine's box is the union of the parts that are in the frame (an articulated crane's
-        # full extent would cover half the sky while only its mast is visible)
-        machine_parts: dict[int, list[np.ndarray]] = {}
-        for box in machine_boxes:
-            machine_parts.setdefault(box.owner, []).append(box.corners)
-        machine_visible: dict[int, float] = {}
-        for mi, corner_list in machine_parts.items():
-            uv, z = cv.project(np.stack(corner_list))  # (P, 8, 2), (P, 8)
-            if (z <= NEAR_M).any():
-                continue
-            part = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)  # (P, 4)
-            clipped = part.copy()
-            clipped[:, [0, 2]] = np.clip(part[:, [0, 2]], 0, cv.width)
-            clipped[:, [1, 3]] = np.clip(part[:, [1, 3]], 0, cv.height)
-            shown = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-            if not shown.any():
-                continue
-            c = clipped[shown]
-            boxes.append(np.array([[c[:, 0].min(), c[:, 1].min(), c[:, 2].max(), c[:, 3].max()]]))
-            classes.append(np.array([CLS_MACHINE]))
-            owners.append(np.array([mi]))
-            area = lambda b: np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # noqa: E731
-            machine_visible[len(boxes) - 1] = float(
-                area(clipped).sum() / max(area(part).sum(), 1e-9)
-            )
+        machine_visible = self._machine_truth(cv, machine_boxes, machine_uv, boxes, classes, owners)
         fire_boxes = {}
         for fire in fires:
             fb = self._fire_box(cv, fire)
@@ -887,8 +869,7 @@ class Renderer:
         is_machine = all_cls == CLS_MACHINE
         if is_machine.any():
             # clipped machine boxes are fully "inside"; report the share of the machine shown
-            fractions = [machine_visible[k] for k in sorted(machine_visible)]
-            visible[is_machine] = np.asarray(fractions, dtype=np.float32)
+            visible[is_machine] = np.asarray(machine_visible, dtype=np.float32)
         occluded = np.zeros(len(all_cls), dtype=bool)
         is_worker = np.isin(all_cls, (CLS_PERSON, CLS_VEST))
         occluded[is_worker] = occ_torso[all_own[is_worker]]
@@ -909,6 +890,37 @@ class Renderer:
             all_own[keep],
             hazards,
         )
+
+    @staticmethod
+    def _machine_truth(cv, machine_boxes, machine_uv, boxes, classes, owners) -> list[float]:
+        """Append one box per machine in the frame; return the share of each machine shown.
+
+        A machine's box is the union of its parts that are in the frame: an articulated crane's
+        full extent would cover half the sky while only its mast is visible.
+        """
+        uv, z = machine_uv
+        if not len(machine_boxes):
+            return []
+        owner = np.array([b.owner for b in machine_boxes])
+        part = np.concatenate([uv.min(axis=1), uv.max(axis=1)], axis=1)  # (P, 4)
+        clipped = np.empty_like(part)
+        clipped[:, 0::2] = np.clip(part[:, 0::2], 0, cv.width)
+        clipped[:, 1::2] = np.clip(part[:, 1::2], 0, cv.height)
+        shown = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+        behind = (z <= NEAR_M).any(axis=1)
+        area_part = np.maximum(part[:, 2] - part[:, 0], 0) * np.maximum(part[:, 3] - part[:, 1], 0)
+        area_clip = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) * shown
+        fractions = []
+        for mi in np.unique(owner):
+            mine = owner == mi
+            if behind[mine].any() or not shown[mine].any():
+                continue
+            c = clipped[mine & shown]
+            boxes.append(np.array([[c[:, 0].min(), c[:, 1].min(), c[:, 2].max(), c[:, 3].max()]]))
+            classes.append(np.array([CLS_MACHINE]))
+            owners.append(np.array([mi]))
+            fractions.append(float(area_clip[mine].sum() / max(area_part[mine].sum(), 1e-9)))
+        return fractions
 
     def _fire_box(self, cv: CameraView, fire) -> np.ndarray | None:
         base = np.array([fire.xy[0], fire.xy[1], 0.0])
@@ -1076,22 +1088,36 @@ def _visible_fraction(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return (np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0) / area).astype(np.float32)
 
 
-def _occluded(cam: np.ndarray, points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Is the segment camera → point blocked by any box (B, 8, 3)? Slab test, vectorised."""
-    if not len(points) or not len(boxes):
+_Frames = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _box_frames(boxes: np.ndarray) -> _Frames:
+    """Origin (B, 3), unit axes (B, 3, 3) and edge lengths (B, 3) of boxes (B, 8, 3)."""
+    origin = boxes[:, 0]
+    axes = np.stack([boxes[:, 1] - origin, boxes[:, 3] - origin, boxes[:, 4] - origin], 1)
+    lengths = np.linalg.norm(axes, axis=2)
+    return origin, axes / np.maximum(lengths[..., None], 1e-9), lengths
+
+
+def _concat_frames(a: _Frames, b: _Frames) -> _Frames:
+    return (
+        np.concatenate([a[0], b[0]]),
+        np.concatenate([a[1], b[1]]),
+        np.concatenate([a[2], b[2]]),
+    )
+
+
+def _occluded(cam: np.ndarray, points: np.ndarray, frames: _Frames) -> np.ndarray:
+    """Is the segment camera → point blocked by any box? Slab test, vectorised over boxes."""
+    origin, unit, lengths = frames
+    if not len(points) or not len(origin):
         return np.zeros(len(points), dtype=bool)
-    origin = boxes[:, 0]  # (B, 3)
-    axes = np.stack(
-        [boxes[:, 1] - origin, boxes[:, 3] - origin, boxes[:, 4] - origin], 1
-    )  # (B, 3, 3)
-    lengths = np.linalg.norm(axes, axis=2)  # (B, 3)
-    unit = axes / np.maximum(lengths[..., None], 1e-9)
-    s = np.einsum("bk,bjk->bj", cam - origin, unit)  # (B, 3) camera in box coordinates
-    e = np.einsum("bpk,bjk->bpj", points[None] - origin[:, None], unit)  # (B, P, 3)
+    s = ((cam - origin)[:, None, :] @ unit.transpose(0, 2, 1))[:, 0]  # (B, 3) camera, box coords
+    e = (points[None] - origin[:, None]) @ unit.transpose(0, 2, 1)  # (B, P, 3)
     d = e - s[:, None]
     d = np.where(np.abs(d) < 1e-12, 1e-12, d)
-    t0 = (0 - s[:, None]) / d
-    t1 = (lengths[:, None] - s[:, None]) / d
+    t0 = -s[:, None] / d
+    t1 = (lengths - s)[:, None] / d
     enter = np.minimum(t0, t1).max(axis=2)
     leave = np.maximum(t0, t1).min(axis=2)
     return ((enter <= leave) & (leave > 0) & (enter < 0.97)).any(axis=0)

@@ -29,6 +29,10 @@ class EpisodeConfig:
 
     episode_s: float = 120.0
     control_hz: float = 5.0
+    #: The frame the camera delivers, scaled down: the device's 16:9 aspect (60° × 36° at 1×),
+    #: so the policy sees the geometry it will see on the device; the observation builder then
+    #: resizes it to the square ``obs.view_size`` exactly as the device does.
+    frame_size: tuple[int, int] = (160, 90)
     perception: str = "sim"
     reward_tau_s: float = 30.0
     time_cost: float = 0.002
@@ -131,8 +135,8 @@ class SearchEpisode:
 
     def _observe(self) -> tuple[Observation, list[HazardRecord]]:
         assert self.virtual is not None and self.builder is not None
-        size = self.config.obs.view_size
-        frame, truth = self.virtual.capture(size, size)
+        width, height = self.config.frame_size
+        frame, truth = self.virtual.capture(width, height)
         assert truth is not None
         self.last_frame: Frame = frame
         self.last_truth: FrameTruth = truth

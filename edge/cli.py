@@ -5,6 +5,7 @@ Commands (each registers itself with one ``_add_*`` function listed in ``COMMAND
 
 * ``render``: one picture of a site — panorama, plan view and PTZ views at several zooms.
 * ``site generate`` / ``site show``: write a generated site as YAML; summarise a site file.
+* ``site config``: write the device config (sitehawk.device/1) that matches a site's layout.
 
 This module imports only the standard library at import time: ``sitehawk-edge --help`` works on a
 bare device, and numpy/OpenCV/pydantic load inside the command that needs them.
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from edge import __version__
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from edge.sim.spec import SiteSpec
     from edge.sim.world import Site
 
@@ -83,6 +86,21 @@ def _add_site(commands: argparse._SubParsersAction) -> None:
     )
     show.add_argument("file", type=Path, help="site YAML file")
     show.set_defaults(handler=_cmd_site_show)
+    cfg = site_commands.add_parser(
+        "config",
+        help="write the device config that matches a site",
+        description="Write the device config (sitehawk.device/1) for a virtual site's own "
+        "layout: its camera mount, limits and work areas, one zone per machine (active while the "
+        "machine moves), the site itself as the camera source. Check it with "
+        "`sitehawk-fleet validate`.",
+    )
+    cfg_source = cfg.add_mutually_exclusive_group(required=True)
+    cfg_source.add_argument("--seed", type=int, help="the site generated from this seed")
+    cfg_source.add_argument("--site", type=Path, help="the site in this YAML file")
+    cfg.add_argument("--out", type=Path, required=True, help="output device config (YAML)")
+    cfg.add_argument("--device-id", help="device id (default vsite-<seed>)")
+    cfg.add_argument("--site-id", help="site id (default site-<seed>)")
+    cfg.set_defaults(handler=_cmd_site_config)
 
 
 #: Every subcommand's registration function, in `--help` order.
@@ -166,6 +184,52 @@ def _cmd_site_show(args: argparse.Namespace) -> int:
     if not site.hazards:
         print("(no hazard events)")
     return 0
+
+
+def _cmd_site_config(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from edge.sim.device_config import device_config_for_site
+    from edge.sim.generate import generate_site
+
+    if args.out.suffix.lower() not in (".yaml", ".yml"):
+        raise CommandError(f"--out {args.out}: write a .yaml or .yml file")
+    if args.site is not None:
+        spec, origin = _load_spec(args.site), f"site file {args.site}"
+    else:
+        spec, origin = generate_site(args.seed), f"virtual site seed {args.seed}"
+    try:
+        config = device_config_for_site(spec, args.device_id, args.site_id, site_file=args.site)
+    except ValidationError as exc:  # a bad --device-id / --site-id, or a machine zone
+        raise CommandError(_site_config_problems(exc, args.site or f"seed {args.seed}")) from None
+    _writable(args.out)
+    header = (
+        f"SiteHawk device config ({config.schema_version}) for {origin}.\n"
+        f"Written by `{PROG} site config`; check it with `sitehawk-fleet validate {args.out}`."
+    )
+    args.out.write_text(config.to_yaml(relative_to=args.out.parent, header=header))
+    camera = config.cameras[0]
+    print(
+        f"wrote {args.out}: device {config.device_id} on site {config.site_id}, camera "
+        f"{camera.id}, {len(config.zones)} zones (one per machine)"
+    )
+    return 0
+
+
+def _site_config_problems(exc: ValidationError, origin: Path | str) -> str:
+    from firmware_config.config_files import describe_error
+
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err["loc"]]
+        if loc[0] in ("device_id", "site_id"):
+            where = "--" + loc[0].replace("_", "-")
+        elif loc[0] == "zones" and len(loc) > 1:  # zone i is machine i's exclusion zone
+            where = f"{origin}:machines.{loc[1]}.zone"
+        else:
+            where = f"{origin}:{'.'.join(loc)}"
+        lines.append(f"{where}: {describe_error(err)}")
+    return "\n".join(lines)
 
 
 def _site_table(spec: SiteSpec, site: Site) -> list[str]:

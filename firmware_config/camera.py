@@ -49,4 +49,6 @@ class CameraMountSpec(_Strict):
     position: XY = Field(description="Pole foot [x, y] in site metres")
     height_m: float = Field(gt=1.0, le=100.0, description="Camera height above ground")
     heading_deg: float = Field(description="Compass direction of pan=0 (0 = +y, clockwise)")
-    limits: PTZLimitsSpec = Field(default_factory=PTZLimitsSpec)
+    limits: PTZLimitsSpec = Field(
+        default_factory=PTZLimitsSpec, description="Mechanical and optical limits of the PTZ head"
+    )

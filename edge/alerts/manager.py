@@ -1,0 +1,495 @@
+"""The alert manager: hazard observations in, ``raised`` / ``cleared`` alert messages out.
+
+One :class:`AlertManager` per camera. Every frame it gets the :class:`HazardObservation`s the
+rules produced and decides, per hazard *event*:
+
+* **raised** once the event was observed for its rule's ``dwell_s`` — continuously, gaps of up to
+  ``max_gap_s`` allowed — with a new uuid4 ``alert_id``, an evidence JPEG and a ``seq`` from the
+  state store. An optional VLM gate is asked first when the rule says ``require_vlm``; it
+  suppresses the alert only on a confident contradiction (``confirmed: false``).
+* **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
+  location and the raised message's ``evidence`` (same ``snapshot_topic`` and ``sha256``: no new
+  JPEG is sent; a subscriber already has it).
+
+Events are matched to observations by ``(hazard, key)`` (the key is a track id, or zone/track
+id). An observation with an unknown key may take over an *orphaned* event of the same hazard (and
+zone) close by in pan/tilt — one whose key was not seen for ``rebind_after_s``, or one restored
+after a restart, whose track ids never come back. That keeps one ``alert_id`` when a track is
+lost and re-found, and makes a restarted agent continue the events it had open instead of
+raising them again.
+
+Open (raised) events are persisted in the :class:`StateStore` on every raise, clear and
+re-key, and their last-seen time at most every ``persist_interval_s``. After a restart, an event's
+unseen time continues from its last persisted wall-clock sighting, so it clears on schedule.
+
+The evidence snapshot is the **full frame** with the hazard's box and a label drawn on it,
+scaled down to at most ``snapshot_max_width`` pixels wide: the full frame shows where on the
+site it is (an alert is usually raised at the zoom that resolved the hazard, so the box is big
+enough to see), and a subscriber can crop with ``location.bbox`` if it wants a close-up.
+
+Timing (dwell, gaps, cool-down) runs on ``t_site`` when given (the virtual site runs faster than
+real time), else on ``t_wall``; pass one or the other consistently. ``t_wall`` is always the
+source of ``first_seen`` / ``ts``.
+
+Atomicity: the manager calls ``store.next_seq()`` / ``store.set()`` inside :meth:`update` and
+returns the messages for the caller to queue. Run :meth:`update` and the outbox ``put`` of its
+messages in one database transaction where the store allows it, so a crash can neither lose a
+raised alert nor forget that it was raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import numpy as np
+
+from edge.alerts.rules import DEFAULT_HAZARD_RULES, HazardObservation, HazardRuleSpec
+from edge.alerts.schema import (
+    ALERT_SCHEMA_NAME,
+    HAZARD_TYPES,
+    AlertEvidence,
+    AlertLocation,
+    AlertMessage,
+    Hazard,
+    Severity,
+    VlmCheck,
+    alert_problems,
+    format_utc,
+    validate_alert,
+)
+from edge.alerts.snapshot import render_snapshot
+from edge.alerts.state import StateStore
+from edge.alerts.tracker import angular_distance_deg
+from edge.geometry import PTZPose, wrap_deg
+
+log = logging.getLogger(__name__)
+
+STATE_SCHEMA = "sitehawk.alert-state/1"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+#: Asked before raising when a rule has ``require_vlm``: (observation, frame, pose) → the VLM
+#: outcome for the alert's ``vlm`` field, or None when no VLM was asked.
+VlmGate = Callable[[HazardObservation, np.ndarray, PTZPose], VlmCheck | None]
+
+EventStatus = Literal["pending", "raised", "suppressed"]
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """One alert message to publish, and the snapshot JPEG that goes with a raised one."""
+
+    alert: AlertMessage
+    snapshot_jpeg: bytes | None
+
+    @property
+    def alert_id(self) -> str:
+        return self.alert["alert_id"]
+
+    @property
+    def state(self) -> str:
+        return self.alert["state"]
+
+    @property
+    def snapshot_topic(self) -> str:
+        return self.alert["evidence"]["snapshot_topic"]
+
+
+@dataclass
+class _Event:
+    """One hazard event the manager follows (pending → raised → cleared, or suppressed)."""
+
+    hazard: Hazard
+    key: str
+    zone_id: str | None
+    status: EventStatus
+    first_seen_t: float
+    first_seen_wall: str
+    last_seen_t: float
+    last_seen_wall: str
+    location: AlertLocation
+    size_deg: float
+    confidence: float
+    severity: Severity
+    alert_id: str | None = None
+    evidence: AlertEvidence | None = None
+    vlm: VlmCheck | None = None
+    restored: bool = False
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON for the state store (times only as wall clock: the timing clock restarts)."""
+        return {
+            "hazard": self.hazard,
+            "key": self.key,
+            "zone_id": self.zone_id,
+            "alert_id": self.alert_id,
+            "first_seen": self.first_seen_wall,
+            "last_seen": self.last_seen_wall,
+            "location": self.location,
+            "size_deg": self.size_deg,
+            "confidence": self.confidence,
+            "severity": self.severity,
+            "evidence": self.evidence,
+            "vlm": self.vlm,
+        }
+
+    @classmethod
+    def from_state(cls, data: Mapping[str, Any], last_seen_t: float) -> _Event:
+        hazard = data["hazard"]
+        if hazard not in HAZARD_TYPES:
+            raise ValueError(f"unknown hazard {hazard!r}")
+        return cls(
+            hazard=hazard,
+            key=str(data["key"]),
+            zone_id=data.get("zone_id"),
+            status="raised",
+            first_seen_t=last_seen_t,
+            first_seen_wall=str(data["first_seen"]),
+            last_seen_t=last_seen_t,
+            last_seen_wall=str(data["last_seen"]),
+            location=cast(AlertLocation, dict(data["location"])),
+            size_deg=float(data["size_deg"]),
+            confidence=float(data["confidence"]),
+            severity=data["severity"],
+            alert_id=str(uuid.UUID(str(data["alert_id"]))),
+            evidence=cast(AlertEvidence, dict(data["evidence"])),
+            vlm=data.get("vlm"),
+            restored=True,
+        )
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _location(obs: HazardObservation, pose: PTZPose) -> AlertLocation:
+    bbox = [round(min(max(float(v), 0.0), 1.0), 4) for v in obs.bbox]
+    ground = None
+    if obs.ground_xy is not None and all(math.isfinite(v) for v in obs.ground_xy):
+        ground = [round(float(obs.ground_xy[0]), 2), round(float(obs.ground_xy[1]), 2)]
+    return {
+        "pan_deg": round(float(wrap_deg(obs.pan_deg)), 3),
+        "tilt_deg": round(min(max(float(obs.tilt_deg), -90.0), 90.0), 3),
+        "zoom": round(max(float(pose.zoom), 1.0), 3),
+        "bbox": bbox,
+        "ground_xy_m": ground,
+    }
+
+
+class AlertManager:
+    """Hazard events of one camera: dwell, cool-down, stable ids, evidence, persistence."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        site_id: str,
+        device_id: str,
+        camera_id: str,
+        snapshot_topic: Callable[[str], str],
+        agent_version: str,
+        rules: Mapping[str, HazardRuleSpec] | None = None,
+        models: Mapping[str, str] | None = None,
+        vlm_gate: VlmGate | None = None,
+        max_gap_s: float = 1.5,
+        rebind_after_s: float = 1.0,
+        rebind_sizes: float = 2.0,
+        rebind_min_deg: float = 0.5,
+        persist_interval_s: float = 1.0,
+        snapshot_max_width: int = 1280,
+        jpeg_quality: int = 85,
+    ):
+        for name, value in (
+            ("site_id", site_id),
+            ("device_id", device_id),
+            ("camera_id", camera_id),
+            ("agent_version", agent_version),
+        ):
+            if not value:
+                raise ValueError(f"{name}: must not be empty")
+        merged = dict(DEFAULT_HAZARD_RULES)
+        for name, rule in (rules or {}).items():
+            if name not in HAZARD_TYPES:
+                raise ValueError(f"hazards.{name}: unknown hazard type ({', '.join(HAZARD_TYPES)})")
+            merged[name] = rule
+        for name, digest in (models or {}).items():
+            if not name or not isinstance(digest, str) or not _SHA256.match(digest):
+                raise ValueError(f"models.{name}: {digest!r} is not a lowercase hex sha256")
+        self.store = store
+        self.site_id, self.device_id, self.camera_id = site_id, device_id, camera_id
+        self.snapshot_topic = snapshot_topic
+        self.agent_version = agent_version
+        self.rules = merged
+        self.models = dict(models or {})
+        self.vlm_gate = vlm_gate
+        self.max_gap_s = max_gap_s
+        self.rebind_after_s = rebind_after_s
+        self.rebind_sizes = rebind_sizes
+        self.rebind_min_deg = rebind_min_deg
+        self.persist_interval_s = persist_interval_s
+        self.snapshot_max_width = snapshot_max_width
+        self.jpeg_quality = jpeg_quality
+        self._events: list[_Event] = []
+        self._loaded = False
+        self._persisted_t = -math.inf
+
+    @property
+    def state_key(self) -> str:
+        """Where this camera's open events live in the state store."""
+        return f"alerts/open/{self.camera_id}"
+
+    def open_events(self) -> list[dict[str, Any]]:
+        """The events followed now: hazard, key, status, alert_id (for status and tests)."""
+        return [
+            {"hazard": e.hazard, "key": e.key, "status": e.status, "alert_id": e.alert_id}
+            for e in self._events
+        ]
+
+    # ------------------------------------------------------------------ main entry
+    def update(
+        self,
+        observations: Sequence[HazardObservation],
+        t_wall: datetime,
+        frame: np.ndarray,
+        pose: PTZPose,
+        t_site: float | None = None,
+    ) -> list[Emitted]:
+        """Fold one frame's observations in; return the messages to publish, in ``seq`` order."""
+        wall = format_utc(t_wall)
+        now = float(t_site) if t_site is not None else t_wall.timestamp()
+        self._load(now, t_wall)
+        latest: dict[tuple[str, str], HazardObservation] = {}
+        for obs in observations:
+            rule = self.rules.get(obs.type)
+            if rule is None or not rule.enabled:
+                continue
+            known = latest.get((obs.type, obs.key))
+            if known is None or obs.confidence > known.confidence:
+                latest[(obs.type, obs.key)] = obs
+        matches = self._match(list(latest.values()), now)
+        observed = {id(ev) for ev, _ in matches if ev is not None}
+        emitted, changed = self._expire(observed, now, wall)
+        raised, changed_now, touched_raised = self._observe(matches, now, wall, frame, pose)
+        emitted += raised
+        due = touched_raised and now - self._persisted_t >= self.persist_interval_s
+        if changed or changed_now or due:
+            self._persist(now)
+        return emitted
+
+    # ------------------------------------------------------------------ steps
+    def _match(
+        self, observations: list[HazardObservation], now: float
+    ) -> list[tuple[_Event | None, HazardObservation]]:
+        """Pair observations with events: by key, else by place with an orphaned event."""
+        by_key = {(ev.hazard, ev.key): ev for ev in self._events}
+        out: list[tuple[_Event | None, HazardObservation]] = []
+        taken: set[int] = set()
+        rest: list[HazardObservation] = []
+        for obs in observations:
+            ev = by_key.get((obs.type, obs.key))
+            if ev is not None:
+                out.append((ev, obs))
+                taken.add(id(ev))
+            else:
+                rest.append(obs)
+        orphans = [
+            ev
+            for ev in self._events
+            if id(ev) not in taken and (ev.restored or now - ev.last_seen_t >= self.rebind_after_s)
+        ]
+        pairs = []
+        for i, obs in enumerate(rest):
+            for j, ev in enumerate(orphans):
+                if ev.hazard != obs.type or ev.zone_id != obs.zone_id:
+                    continue
+                dist = angular_distance_deg(
+                    ev.location["pan_deg"], ev.location["tilt_deg"], obs.pan_deg, obs.tilt_deg
+                )
+                gate = max(self.rebind_min_deg, self.rebind_sizes * max(obs.size_deg, ev.size_deg))
+                if dist <= gate:
+                    # raised events first: continuing an alert beats continuing a candidate
+                    pairs.append((ev.status != "raised", dist, i, j))
+        pairs.sort()
+        used_obs: set[int] = set()
+        used_ev: set[int] = set()
+        for _, _, i, j in pairs:
+            if i in used_obs or j in used_ev:
+                continue
+            used_obs.add(i)
+            used_ev.add(j)
+            out.append((orphans[j], rest[i]))
+        out.extend((None, obs) for i, obs in enumerate(rest) if i not in used_obs)
+        return out
+
+    def _expire(self, observed: set[int], now: float, wall: str) -> tuple[list[Emitted], bool]:
+        """Clear raised events unseen for their cool-down; forget stale candidates."""
+        emitted: list[Emitted] = []
+        for ev in list(self._events):
+            if id(ev) in observed:
+                continue
+            unseen_s = now - ev.last_seen_t
+            rule = self.rules[ev.hazard]
+            forget = (ev.status == "pending" and unseen_s > self.max_gap_s) or (
+                ev.status == "suppressed" and unseen_s >= rule.cooldown_s
+            )
+            if forget:
+                self._events.remove(ev)
+            elif ev.status == "raised" and unseen_s >= rule.cooldown_s:
+                self._events.remove(ev)
+                emitted.append(Emitted(self._message(ev, "cleared", wall), None))
+        return emitted, bool(emitted)
+
+    def _observe(
+        self,
+        matches: list[tuple[_Event | None, HazardObservation]],
+        now: float,
+        wall: str,
+        frame: np.ndarray,
+        pose: PTZPose,
+    ) -> tuple[list[Emitted], bool, bool]:
+        """Update observed events, start new ones, raise those past their dwell.
+
+        Returns (raised messages, whether persisted state changed, whether a raised event was
+        seen).
+        """
+        emitted: list[Emitted] = []
+        changed = touched_raised = False
+        for maybe_ev, obs in matches:
+            rule = self.rules[obs.type]
+            location = _location(obs, pose)
+            if maybe_ev is None:
+                ev = _Event(
+                    hazard=obs.type,
+                    key=obs.key,
+                    zone_id=obs.zone_id,
+                    status="pending",
+                    first_seen_t=now,
+                    first_seen_wall=wall,
+                    last_seen_t=now,
+                    last_seen_wall=wall,
+                    location=location,
+                    size_deg=obs.size_deg,
+                    confidence=obs.confidence,
+                    severity=obs.severity or rule.severity,
+                )
+                self._events.append(ev)
+            else:
+                ev = maybe_ev
+                if ev.status == "pending" and now - ev.last_seen_t > self.max_gap_s:
+                    ev.first_seen_t, ev.first_seen_wall = now, wall  # the dwell starts over
+                if ev.key != obs.key:
+                    ev.key = obs.key
+                    changed = changed or ev.status == "raised"
+                ev.restored = False
+            ev.last_seen_t, ev.last_seen_wall = now, wall
+            ev.location, ev.size_deg, ev.confidence = location, obs.size_deg, obs.confidence
+            touched_raised = touched_raised or ev.status == "raised"
+            if ev.status != "pending" or now - ev.first_seen_t < rule.dwell_s:
+                continue
+            vlm = None
+            if rule.require_vlm and self.vlm_gate is not None:
+                vlm = self.vlm_gate(obs, frame, pose)
+            if vlm is not None and vlm.get("confirmed") is False:
+                ev.status, ev.vlm = "suppressed", vlm
+                log.info("%s %s suppressed by the VLM: %r", ev.hazard, ev.key, vlm)
+                continue
+            emitted.append(self._raise(ev, obs, vlm, frame, wall))
+            changed = True
+        return emitted, changed, touched_raised
+
+    def _raise(
+        self,
+        ev: _Event,
+        obs: HazardObservation,
+        vlm: VlmCheck | None,
+        frame: np.ndarray,
+        wall: str,
+    ) -> Emitted:
+        ev.alert_id = str(uuid.uuid4())
+        ev.vlm = vlm
+        jpeg, width, height = render_snapshot(
+            frame,
+            obs.bbox,
+            f"{obs.type} {obs.confidence:.2f}",
+            max_width=self.snapshot_max_width,
+            jpeg_quality=self.jpeg_quality,
+        )
+        ev.evidence = {
+            "snapshot_topic": self.snapshot_topic(ev.alert_id),
+            "snapshot_sha256": hashlib.sha256(jpeg).hexdigest(),
+            "width": width,
+            "height": height,
+        }
+        ev.status = "raised"
+        return Emitted(self._message(ev, "raised", wall), jpeg)
+
+    def _message(self, ev: _Event, state: Literal["raised", "cleared"], wall: str) -> AlertMessage:
+        seq = self.store.next_seq()
+        if not isinstance(seq, int) or seq < 1:
+            raise ValueError(f"state store: next_seq() returned {seq!r}, expected an int >= 1")
+        message = self._build(ev, state, wall, seq)
+        validate_alert(message)  # a bug here must not reach subscribers
+        return message
+
+    def _build(
+        self, ev: _Event, state: Literal["raised", "cleared"], wall: str, seq: int
+    ) -> AlertMessage:
+        assert ev.alert_id is not None and ev.evidence is not None
+        return {
+            "schema": ALERT_SCHEMA_NAME,
+            "alert_id": ev.alert_id,
+            "state": state,
+            "seq": seq,
+            "site_id": self.site_id,
+            "device_id": self.device_id,
+            "camera_id": self.camera_id,
+            "hazard": ev.hazard,
+            "severity": ev.severity,
+            "confidence": round(min(max(ev.confidence, 0.0), 1.0), 4),
+            "first_seen": ev.first_seen_wall,
+            "ts": wall,
+            "location": cast(AlertLocation, dict(ev.location)),
+            "evidence": cast(AlertEvidence, dict(ev.evidence)),
+            "vlm": ev.vlm,
+            "models": dict(self.models),
+            "agent_version": self.agent_version,
+        }
+
+    def _persist(self, now: float) -> None:
+        events = [ev.to_state() for ev in self._events if ev.status == "raised"]
+        self.store.set(self.state_key, {"schema": STATE_SCHEMA, "events": events})
+        self._persisted_t = now
+
+    def _load(self, now: float, t_wall: datetime) -> None:
+        """Take over the open events a previous run persisted (once, on the first update)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        raw = self.store.get(self.state_key)
+        if raw is None:
+            return
+        try:
+            if raw.get("schema") != STATE_SCHEMA:
+                raise ValueError(f"schema is {raw.get('schema')!r}, expected {STATE_SCHEMA!r}")
+            restored = []
+            for item in raw["events"]:
+                unseen_s = max(0.0, (t_wall - _parse_utc(item["last_seen"])).total_seconds())
+                ev = _Event.from_state(item, now - unseen_s)
+                # its cleared message must be valid, or clearing it would fail every frame
+                problems = alert_problems(self._build(ev, "cleared", format_utc(t_wall), 1))
+                if problems:
+                    raise ValueError(f"event {ev.alert_id}: {problems}")
+                restored.append(ev)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # re-raising an open event is a smaller harm than never alerting again
+            log.error("ignoring unreadable alert state %r: %s", self.state_key, exc)
+            return
+        self._events.extend(restored)
+        log.info("restored %d open alert event(s) from %r", len(restored), self.state_key)

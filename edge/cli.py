@@ -1,8 +1,11 @@
-"""`sitehawk-edge`: the on-device command line — look at the virtual site, model a real one.
+"""`sitehawk-edge`: the on-device command line — run the agent, watch its alerts, look at the
+virtual site, model a real one.
 
 Commands (each registers itself with one ``_add_*`` function listed in ``COMMANDS``; later ones —
-``run``, ``eval``, ``bench``, ``subscribe`` — slot in the same way):
+``eval``, ``bench`` — slot in the same way):
 
+* ``run``: the agent (the main job) — on the built-in virtual site, or a device config.
+* ``subscribe``: watch a device's alerts and status on a broker, validated and pretty-printed.
 * ``render``: one picture of a site — panorama, plan view and PTZ views at several zooms.
 * ``site generate`` / ``site show``: write a generated site as YAML; summarise a site file.
 * ``site config``: write the device config (sitehawk.device/1) that matches a site's layout.
@@ -103,8 +106,71 @@ def _add_site(commands: argparse._SubParsersAction) -> None:
     cfg.set_defaults(handler=_cmd_site_config)
 
 
+def _add_run(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "run",
+        help="run the agent: on the built-in virtual site, or a device config (the main job)",
+        description="Run the edge agent: frames -> detector -> tracker -> hazard rules -> alerts "
+        "(outbox, MQTT), and the PTZ policy steering the camera. Without --config it runs on the "
+        f"built-in virtual site (seed {DEFAULT_SEED}) with the shipped baseline policy. Prints "
+        "each alert as it happens and a status line; writes alerts.jsonl, status.json and "
+        "report.html into the run folder.",
+    )
+    p.add_argument("--config", type=Path, help="device config (YAML/TOML) to run")
+    p.add_argument("--seed", type=int, help=f"built-in virtual site seed (default {DEFAULT_SEED})")
+    p.add_argument(
+        "--duration", type=float, default=120.0, help="site time to run, seconds (default 120)"
+    )
+    p.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://HOST:PORT")
+    p.add_argument(
+        "--realtime", action="store_true", help="pace the virtual site to the wall clock"
+    )
+    p.add_argument(
+        "--policy", help="PTZ policy: static_wide, patrol, random, greedy, learned (default: "
+        "greedy on the built-in site, the config's otherwise)",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, help="run folder (default runs/<time>)")
+    p.add_argument(
+        "--outbox", type=Path, help="outbox database (default: the config's, else "
+        "~/.local/state/sitehawk/<device>/outbox.sqlite3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--start", type=float, help="virtual site time to start at (default: where this device "
+        "stopped last time, else 0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--size", default="1280x720", help="frame size WxH of the virtual camera (default 1280x720)"
+    )
+    p.add_argument(
+        "--status-every", type=float, default=5.0, metavar="S",
+        help="without a terminal, print the status line every S seconds (default 5)",
+    )  # fmt: skip
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _add_subscribe(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "subscribe",
+        help="watch a device's alerts and status on a broker (validated, pretty-printed)",
+        description="Subscribe to sitehawk/v1/<site>/<device>/alert and .../status, validate "
+        "each alert against alert.v1.json and print it; invalid messages are printed with what "
+        "is wrong with them. Ends after --count alerts, after --timeout, or on Ctrl-C.",
+    )
+    p.add_argument("--mqtt", metavar="URL", required=True, help="broker: mqtt(s)://HOST:PORT")
+    p.add_argument("--site", default="+", help="site id (default +: all)")
+    p.add_argument("--device", default="+", help="device id (default +: all)")
+    p.add_argument("--count", type=int, help="exit after this many alert messages")
+    p.add_argument("--timeout", type=float, help="exit after this many seconds")
+    p.add_argument("--username", help="broker user name")
+    p.add_argument("--password-file", type=Path, help="file holding the broker password")
+    p.add_argument("--ca-file", type=Path, help="CA certificate for mqtts://")
+    p.add_argument("--prefix", default="sitehawk/v1", help="topic prefix (default sitehawk/v1)")
+    p.set_defaults(handler=_cmd_subscribe)
+
+
 #: Every subcommand's registration function, in `--help` order.
-COMMANDS: tuple[Callable[[Any], None], ...] = (_add_render, _add_site)
+COMMANDS: tuple[Callable[[Any], None], ...] = (_add_run, _add_subscribe, _add_render, _add_site)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +340,91 @@ def _writable(out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"{out}: cannot create the folder: {exc.strerror}", 1) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# run, subscribe
+def _parse_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) < 16:
+        raise CommandError(f"--size {text}: give WIDTHxHEIGHT, each at least 16, e.g. 1280x720")
+    return size
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import logging
+
+    from rich.logging import RichHandler
+
+    from edge.console import RunConsole
+    from edge.runner import RunError, RunOptions, execute, prepare
+
+    opts = RunOptions(
+        config=args.config,
+        seed=args.seed,
+        duration_s=args.duration,
+        mqtt_url=args.mqtt,
+        realtime=args.realtime,
+        policy=args.policy,
+        out=args.out,
+        outbox=args.outbox,
+        start_s=args.start,
+        frame_size=_parse_size(args.size),
+        status_interval_s=args.status_every,
+        report=not args.no_report,
+    )
+    root = logging.getLogger()
+    with RunConsole(status_interval_s=opts.status_interval_s) as console:
+        # warnings (a skipped frame, a lost broker) print above the live status line
+        handler = RichHandler(console=console.console, show_path=False, show_time=False)
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+        try:
+            try:
+                summary = execute(prepare(opts, console), opts, console)
+            except RunError as exc:
+                raise CommandError(str(exc)) from None
+        finally:
+            root.removeHandler(handler)
+    return 130 if summary["run"]["interrupted"] else 0
+
+
+def _cmd_subscribe(args: argparse.Namespace) -> int:
+    from edge.subscribe import SubscribeError, SubscribeOptions, watch
+
+    if args.count is not None and args.count < 1:
+        raise CommandError(f"--count must be >= 1, got {args.count}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CommandError(f"--timeout must be positive, got {args.timeout:g}")
+    opts = SubscribeOptions(
+        url=args.mqtt,
+        site=args.site,
+        device=args.device,
+        prefix=args.prefix,
+        count=args.count,
+        timeout_s=args.timeout,
+        username=args.username,
+        password_file=args.password_file,
+        ca_file=args.ca_file,
+    )
+    try:
+        result = watch(opts)
+    except (SubscribeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        return 0
+    if args.count is not None and result.alerts < args.count:
+        print(
+            f"{PROG} subscribe: timed out after {args.timeout:g} s with {result.alerts} of "
+            f"{args.count} alerts",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -193,7 +193,8 @@ EOF
 run_edge_tests_py310() {
     local dirs=() dir
     # the MQTT integration tests use only edge + a real broker: they run on 3.10 too
-    for dir in tests/edge tests/firmware_config tests/integration/test_mqtt_outbox.py; do
+    for dir in tests/edge tests/firmware_config tests/integration/test_mqtt_outbox.py \
+        tests/integration/test_agent_mqtt.py; do
         [[ -e $dir ]] && dirs+=("$dir")
     done
     ((${#dirs[@]} > 0)) || {

@@ -23,11 +23,17 @@ class VirtualSite:
         *,
         resolvability: Resolvability | None = None,
         start_pose: PTZPose | None = None,
+        start_t: float = 0.0,
     ):
+        if not 0.0 <= start_t <= spec.duration_s:
+            raise ValueError(
+                f"start_t {start_t:g} s lies outside the site's 0..{spec.duration_s:g} s"
+            )
         self.spec = spec
         self.site = Site(spec)
         self.renderer = Renderer(self.site, resolvability)
         self.head = PTZHead(spec.camera.limits, start_pose or self.home_pose())
+        self.head.t = float(start_t)  # site time starts here (a resumed device, a later window)
         self.frame_index = 0
 
     @classmethod

@@ -1,0 +1,494 @@
+"""`sitehawk-edge run`: build the agent from a device config (or the built-in virtual site), run
+it, and write the run folder.
+
+* No ``--config``: the built-in virtual site (seed 7 unless ``--seed``) with its own device config
+  (:func:`~edge.sim.device_config.device_config_for_site`) and the shipped baseline policy
+  (``greedy``; ``--policy`` picks another). ``--config FILE`` runs a device's configuration.
+* Virtual cameras resume: the site time and PTZ pose where a device stopped are kept in its
+  state database (beside the outbox), so the next run continues the site where the last one
+  ended, just as a real site goes on while a device restarts — and the open hazard events the
+  outbox database holds stay consistent with what the camera sees. ``--start S`` starts the site
+  at ``S`` instead; a site that would run past its end starts over at 0.
+* Message timestamps on a virtual site follow site time (:class:`~edge.camera.virtual.SiteClock`),
+  starting from now or, when later, from where the device's previous run left its clock, so a
+  device's timestamps never go back across restarts even when the site ran ahead of real time.
+* The run folder (``--out``, default ``runs/<time>``) gets ``alerts.jsonl`` (every alert as
+  published), ``status.json`` (the final status message plus run statistics and, on a virtual
+  site, the score) and ``report.html`` (:mod:`edge.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.agent import Agent, AlertRecord, CameraSetup, FrameReport
+from edge.alerts.schema import format_utc
+from edge.camera.virtual import SimulatedDetector, SiteClock, VirtualCamera
+from edge.console import RunConsole
+from edge.device_setup import (
+    ModelFileError,
+    agent_settings,
+    model_digests,
+    outbox_path,
+    policy_context,
+)
+from edge.geometry import PTZPose
+from edge.mqtt import (
+    LinkSettings,
+    LinkSettingsError,
+    MqttLink,
+    Outbox,
+    OutboxError,
+    StatusInfo,
+    Topics,
+)
+from edge.policy.base import POLICIES, Policy, make_policy
+from edge.sim.spec import SiteFileError, SiteSpec
+from edge.sim.virtual import VirtualSite
+from firmware_config.device import CameraConfig, DeviceConfig
+
+DEFAULT_SEED = 7
+DEFAULT_DURATION_S = 120.0
+#: The policy the built-in virtual site runs: the shipped baseline (a learned model later).
+SHIPPED_POLICY = "greedy"
+#: Site time between checkpoints of a virtual camera's clock and pose.
+CHECKPOINT_INTERVAL_S = 1.0
+
+
+class RunError(ValueError):
+    """The run cannot start; the message names the option, field, file or camera at fault."""
+
+
+@dataclass
+class RunOptions:
+    """The options of `sitehawk-edge run` (see its --help)."""
+
+    config: Path | None = None
+    seed: int | None = None
+    duration_s: float = DEFAULT_DURATION_S
+    mqtt_url: str | None = None
+    realtime: bool = False
+    policy: str | None = None
+    out: Path | None = None
+    outbox: Path | None = None
+    start_s: float | None = None
+    frame_size: tuple[int, int] = (1280, 720)
+    status_interval_s: float = 5.0
+    report: bool = True
+
+
+@dataclass
+class VirtualRig:
+    """One virtual camera of the run and what the report needs of its site."""
+
+    camera_id: str
+    spec: SiteSpec
+    site: VirtualSite
+    camera: VirtualCamera
+    start_t: float
+    resumed: bool
+    checkpoint_key: str
+    #: The agent clock's reading at this camera's last checkpoint (an earlier run), if any.
+    saved_wall: datetime | None = None
+    path: list[tuple[float, PTZPose]] = field(default_factory=list)  # (t, pose) per control step
+    last_checkpoint_t: float = -float("inf")
+
+
+@dataclass
+class PreparedRun:
+    """Everything built, nothing started."""
+
+    config: DeviceConfig
+    origin: str  # where the config came from, in words
+    policy_name: str
+    run_dir: Path
+    outbox: Outbox
+    agent: Agent
+    rigs: list[VirtualRig]
+    clock: SiteClock
+    records: list[AlertRecord] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+def resolve_config(opts: RunOptions) -> tuple[DeviceConfig, str, bool]:
+    """(config, origin, built_in) from ``--config`` or the built-in virtual site."""
+    from pydantic import ValidationError
+
+    from firmware_config.device import DeviceConfigError, MqttSettings, load_device_config
+
+    if opts.config is not None:
+        if opts.seed is not None:
+            raise RunError("--seed is for the built-in virtual site; --config names its source")
+        try:
+            config = load_device_config(opts.config)
+        except DeviceConfigError as exc:
+            raise RunError(str(exc)) from None
+        origin, built_in = f"config {opts.config}", False
+    else:
+        from edge.sim.device_config import device_config_for_site
+        from edge.sim.generate import generate_site
+
+        seed = DEFAULT_SEED if opts.seed is None else opts.seed
+        if seed < 0:
+            raise RunError(f"--seed must be >= 0, got {seed}")
+        config = device_config_for_site(generate_site(seed))
+        origin, built_in = f"built-in virtual site, seed {seed}", True
+    if opts.mqtt_url is not None:
+        try:
+            mqtt = MqttSettings(url=opts.mqtt_url, client_id=config.device_id)
+        except ValidationError as exc:
+            problems = "; ".join(err["msg"] for err in exc.errors(include_url=False))
+            raise RunError(f"--mqtt {opts.mqtt_url}: {problems}") from None
+        if config.mqtt is not None:  # keep the device's credentials and TLS files, change the URL
+            mqtt = config.mqtt.model_copy(update={"url": mqtt.url})
+        config = config.model_copy(update={"mqtt": mqtt})
+    return config, origin, built_in
+
+
+def check_cameras(config: DeviceConfig) -> None:
+    """Refuse sources and models this build cannot run, naming the camera and the source."""
+    for cam in config.cameras:
+        if cam.source_kind == "virtual":
+            continue
+        source = cam.onvif or cam.rtsp
+        where = source.url if source is not None else "?"
+        raise RunError(
+            f"cameras.{cam.id}: {cam.source_kind} camera at {where}: this build drives only "
+            "virtual cameras (the ONVIF PTZ controller and the RTSP source are not part of it "
+            "yet); run a config whose cameras are `virtual`"
+        )
+    detector = config.models.detector
+    if detector is not None:
+        if not Path(detector).is_file():
+            raise RunError(f"models.detector: {detector}: no such model file")
+        raise RunError(
+            f"models.detector: {detector}: detector backends (ONNX Runtime, TensorRT) are not "
+            "part of this build yet; leave models.detector out to use simulated perception on "
+            "the virtual camera"
+        )
+
+
+def choose_policy(opts: RunOptions, config: DeviceConfig, built_in: bool) -> str:
+    name = opts.policy or (SHIPPED_POLICY if built_in else config.policy.name)
+    if name not in POLICIES:
+        raise RunError(f"--policy {name}: unknown policy; choose one of {', '.join(POLICIES)}")
+    return name
+
+
+def build_policy(name: str, config: DeviceConfig) -> Policy:
+    """A fresh policy instance (one per camera) with the config's parameters."""
+    params = dict(config.policy.params) if name == config.policy.name else {}
+    if name == "learned":
+        if config.models.policy is None:
+            raise RunError(
+                "policy learned: no policy model is configured (models.policy) and none is "
+                "shipped yet; use a baseline (--policy greedy)"
+            )
+        params["path"] = config.models.policy
+    try:
+        return make_policy(name, **params)
+    except TypeError as exc:
+        raise RunError(f"policy.params: {exc}") from None
+    except ValueError as exc:  # e.g. a policy manifest that does not fit
+        raise RunError(f"policy {name}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# virtual cameras
+def _load_site(cam: CameraConfig) -> SiteSpec:
+    from edge.sim.generate import generate_site
+
+    source = cam.virtual
+    assert source is not None
+    if source.site_file is not None:
+        try:
+            return SiteSpec.load(source.site_file)
+        except SiteFileError as exc:
+            raise RunError(f"cameras.{cam.id}.virtual.site_file: {exc}") from None
+    assert source.seed is not None
+    return generate_site(source.seed, duration_s=source.duration_s or 600.0)
+
+
+def _site_key(spec: SiteSpec) -> str:
+    return f"seed {spec.seed}" if spec.seed is not None else f"site {spec.name}"
+
+
+def build_virtual_rig(
+    cam: CameraConfig, opts: RunOptions, outbox: Outbox, console: RunConsole
+) -> VirtualRig:
+    """The virtual camera of ``cam``, resumed where this device stopped (see the module doc)."""
+    spec = _load_site(cam)
+    if opts.duration_s > spec.duration_s:
+        raise RunError(
+            f"--duration {opts.duration_s:g}: the virtual site of camera {cam.id} covers only "
+            f"{spec.duration_s:g} s of site time"
+        )
+    key = f"virtual/{cam.id}"
+    saved = outbox.state.get(key)
+    start_t, pose, resumed = 0.0, None, False
+    if opts.start_s is not None:
+        start_t = opts.start_s
+        if start_t < 0 or start_t + opts.duration_s > spec.duration_s:
+            raise RunError(
+                f"--start {start_t:g} with --duration {opts.duration_s:g} runs past the end of "
+                f"the virtual site of camera {cam.id} ({spec.duration_s:g} s)"
+            )
+    elif isinstance(saved, dict) and saved.get("site") == _site_key(spec):
+        saved_t = float(saved.get("t", 0.0))
+        if saved_t + opts.duration_s <= spec.duration_s:
+            start_t, resumed = saved_t, True
+            pan, tilt, zoom = (float(v) for v in saved["pose"])
+            pose = PTZPose(pan, tilt, zoom)
+        else:
+            console.print(
+                f"virtual site of camera {cam.id} reached its end ({spec.duration_s:g} s): "
+                "starting it over at 0 s"
+            )
+    saved_wall = None
+    if isinstance(saved, dict) and isinstance(saved.get("wall"), str):
+        try:
+            saved_wall = datetime.fromisoformat(saved["wall"].replace("Z", "+00:00"))
+        except ValueError:
+            saved_wall = None
+    site = VirtualSite(spec, start_t=start_t, start_pose=pose)
+    site.frame_index = int(round(start_t * cam.frame_rate_hz))  # fresh perception noise
+    camera = VirtualCamera(
+        site,
+        camera_id=cam.id,
+        frame_rate_hz=cam.frame_rate_hz,
+        size=opts.frame_size,
+        realtime=opts.realtime,
+    )
+    return VirtualRig(cam.id, spec, site, camera, start_t, resumed, key, saved_wall)
+
+
+def _checkpoint(rig: VirtualRig, outbox: Outbox, clock: SiteClock) -> None:
+    pose = rig.camera.pose
+    outbox.state.set(
+        rig.checkpoint_key,
+        {
+            "site": _site_key(rig.spec),
+            "t": round(rig.camera.t, 6),
+            "pose": [pose.pan_deg, pose.tilt_deg, pose.zoom],
+            "wall": format_utc(clock.now()),
+        },
+    )
+    rig.last_checkpoint_t = rig.camera.t
+
+
+def _site_clock(rigs: list[VirtualRig]) -> SiteClock:
+    """Message timestamps follow site time (see SiteClock), from now — or from where the last
+    run's clock stopped when that is later (a fast site runs ahead of real time), so a device's
+    timestamps never go back across restarts."""
+    start = datetime.now(timezone.utc)
+    floors = [rig.saved_wall for rig in rigs if rig.saved_wall is not None]
+    return SiteClock(rigs[0].camera, wall_start=max([start, *floors]))
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare, run, finish
+def prepare(opts: RunOptions, console: RunConsole) -> PreparedRun:
+    """Build the agent and its parts; nothing is started and nothing is published yet."""
+    if opts.duration_s <= 0:
+        raise RunError(f"--duration must be positive, got {opts.duration_s:g}")
+    config, origin, built_in = resolve_config(opts)
+    check_cameras(config)
+    policy_name = choose_policy(opts, config, built_in)
+    try:
+        models = model_digests(config, ("policy",) if policy_name == "learned" else ())
+        models.update(model_digests(config, ("vlm",)) if config.vlm.backend == "llamacpp" else {})
+    except ModelFileError as exc:
+        raise RunError(str(exc)) from None
+    run_dir = opts.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"--out {run_dir}: cannot create the folder: {exc.strerror}") from None
+    db_path = opts.outbox or outbox_path(config)
+    try:
+        outbox = Outbox(db_path, config.outbox.max_messages, int(config.outbox.max_bytes))
+    except (OutboxError, ValueError) as exc:
+        raise RunError(f"outbox: {exc}") from None
+    try:
+        rigs, cameras = [], []
+        for cam in config.cameras:
+            rig = build_virtual_rig(cam, opts, outbox, console)
+            mount = cam.mount or rig.spec.camera.model_copy(update={"id": cam.id})
+            ctx = policy_context(config, cam, mount, rig.spec.work_areas)
+            cameras.append(
+                CameraSetup(
+                    camera_id=cam.id,
+                    mount=mount,
+                    source=rig.camera,
+                    detector=SimulatedDetector(rig.camera, seed=rig.spec.seed or 0),
+                    ptz=rig.camera.ptz,
+                    policy=build_policy(policy_name, config),
+                    policy_context=ctx,
+                    policy_seed=rig.spec.seed,
+                )
+            )
+            rigs.append(rig)
+        settings = agent_settings(config, alert_log=run_dir / "alerts.jsonl", models=models)
+        link = None
+        if config.mqtt is not None:
+            link_settings = LinkSettings.from_config(config.mqtt, config.device_id)
+            topics = Topics(link_settings.topic_prefix, config.site_id, config.device_id)
+            link = MqttLink(link_settings, outbox, topics, StatusInfo(0, __version__, models))
+        clock = _site_clock(rigs)
+        agent = Agent(settings, cameras, outbox, link=link, clock=clock)
+    except BaseException:
+        outbox.close()
+        raise
+    return PreparedRun(config, origin, policy_name, run_dir, outbox, agent, rigs, clock)
+
+
+@contextmanager
+def _stop_on_sigterm(agent: Agent) -> Iterator[None]:
+    """SIGTERM ends the run like the end of --duration (only from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def execute(run: PreparedRun, opts: RunOptions, console: RunConsole) -> dict[str, Any]:
+    """Run the agent for ``opts.duration_s`` of site time; write status.json and the report."""
+    agent, outbox = run.agent, run.outbox
+    rigs = {rig.camera_id: rig for rig in run.rigs}
+    end_t = {rig.camera_id: rig.start_t + opts.duration_s for rig in run.rigs}
+
+    def on_alert(record: AlertRecord) -> None:
+        run.records.append(record)
+        console.alert(record)
+
+    def on_frame(report: FrameReport) -> None:
+        rig = rigs.get(report.camera_id)
+        if rig is not None:
+            if report.command is not None or not rig.path:
+                rig.path.append((report.t, report.pose))
+            if rig.camera.t - rig.last_checkpoint_t >= CHECKPOINT_INTERVAL_S:
+                _checkpoint(rig, outbox, run.clock)
+        if console.due():
+            console.status(agent.telemetry(), report.t, end_t.get(report.camera_id))
+
+    agent.on_alert.append(on_alert)
+    agent.on_frame.append(on_frame)
+    for rig in run.rigs:
+        how = "resumed where this device stopped" if rig.resumed else "from"
+        console.print(
+            f"{run.config.device_id} on {run.config.site_id}: camera {rig.camera_id} on the "
+            f"virtual site ({_site_key(rig.spec)}), site time {how} {rig.start_t:g} s, "
+            f"{opts.duration_s:g} s{' in real time' if opts.realtime else ' as fast as it runs'}"
+            f", policy {run.policy_name}"
+        )
+    if run.config.mqtt is not None:
+        console.print(f"publishing to {run.config.mqtt.url} (outbox {outbox.path})")
+    else:
+        console.print(f"no broker (--mqtt): alerts go to {run.run_dir / 'alerts.jsonl'} only")
+    wall_start = time.monotonic()
+    interrupted = False
+    try:
+        try:
+            with _stop_on_sigterm(agent):
+                agent.start()
+                agent.run(opts.duration_s)
+        except KeyboardInterrupt:
+            interrupted = True
+            console.print("interrupted: stopping")
+        except LinkSettingsError as exc:  # a TLS file the link cannot load
+            raise RunError(str(exc)) from None
+        finally:
+            delivered = agent.stop()
+            for rig in run.rigs:
+                if rig.camera.num_frames:
+                    _checkpoint(rig, outbox, run.clock)
+        wall_s = time.monotonic() - wall_start
+        telemetry = agent.telemetry()
+        console.end_live()  # the final status stays on screen as an ordinary line
+        console.status({**telemetry, "connected": None}, None, None)  # the link is stopped
+        summary = _write_results(run, opts, telemetry, wall_s, delivered, interrupted, console)
+    finally:
+        outbox.close()
+    return summary
+
+
+def _write_results(
+    run: PreparedRun,
+    opts: RunOptions,
+    telemetry: dict[str, Any],
+    wall_s: float,
+    delivered: bool,
+    interrupted: bool,
+    console: RunConsole,
+) -> dict[str, Any]:
+    from edge.report import score_run, write_report
+
+    agent = run.agent
+    scores = {rig.camera_id: score_run(rig, run.records) for rig in run.rigs}
+    site_s = sum(rig.camera.num_frames / rig.camera.frame_rate_hz for rig in run.rigs)
+    status = agent.status("stopped") if agent.status_info is not None else {}
+    summary = {
+        **status,
+        "run": {
+            "source": run.origin,
+            "device_id": run.config.device_id,
+            "site_id": run.config.site_id,
+            "policy": run.policy_name,
+            "cameras": {
+                rig.camera_id: {
+                    "start_t": rig.start_t,
+                    "end_t": round(rig.camera.t, 3),
+                    "resumed": rig.resumed,
+                    "frames": rig.camera.num_frames,
+                    "frame_size": list(rig.camera.size),
+                }
+                for rig in run.rigs
+            },
+            "duration_s": opts.duration_s,
+            "wall_s": round(wall_s, 3),
+            "speed": round(site_s / wall_s, 3) if wall_s > 0 else None,
+            "realtime": opts.realtime,
+            "interrupted": interrupted,
+            "mqtt": run.config.mqtt.url if run.config.mqtt is not None else None,
+            "delivered": delivered if run.config.mqtt is not None else None,
+            "outbox": str(run.outbox.path),
+            "alerts_file": "alerts.jsonl",
+        },
+        "telemetry": telemetry,
+        "score": {cam: score.to_json() for cam, score in scores.items()},
+    }
+    (run.run_dir / "status.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [f"run folder {run.run_dir}: alerts.jsonl, status.json"]
+    if opts.report:
+        report = write_report(run, summary, scores)
+        lines[0] += f", {report.name}"
+    for cam, score in scores.items():
+        lines.append(
+            f"camera {cam}: {len(score.alerts)} alerts raised, {score.num_matched} of "
+            f"{len(score.events)} hazard events found"
+            + (f", precision {score.precision:.2f}" if score.precision is not None else "")
+            + (f", recall {score.recall:.2f}" if score.recall is not None else "")
+        )
+    if run.config.mqtt is not None and not delivered:
+        lines.append(
+            f"not everything reached the broker: {run.outbox.depth} message(s) wait in "
+            f"{run.outbox.path} for the next run"
+        )
+    for line in lines:
+        console.print(line)
+    return summary

@@ -197,3 +197,15 @@ def zoom_for_size(
     need_focal = min_px * np.asarray(range_m, dtype=np.float64) / object_size_m
     half_fov = np.arctan((width_px / 2.0) / need_focal)
     return fov_h_1x_deg / np.degrees(2.0 * half_fov)
+
+
+def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Even–odd rule, vectorised over points (..., 2) for one polygon (M, 2)."""
+    x = points[..., 0][..., None]
+    y = points[..., 1][..., None]
+    x0, y0 = polygon[:, 0], polygon[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    crosses = (y0 > y) != (y1 > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
+    return np.logical_xor.reduce(crosses & (x < x_at), axis=-1)

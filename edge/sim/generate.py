@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from edge.geometry import points_in_polygon
 from edge.sim.spec import (
     AttributeEventSpec,
     CameraMountSpec,
@@ -24,7 +25,6 @@ from edge.sim.spec import (
     WaypointSpec,
     WorkerSpec,
 )
-from edge.sim.world import points_in_polygon
 
 HELD_OUT_SEED_MIN = 1000
 

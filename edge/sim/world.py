@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.geometry import points_in_polygon
 from edge.sim.spec import HAZARD_TYPES, MachineSpec, SiteSpec
+
+__all__ = ["HazardEvent", "Site", "points_in_polygon"]
 
 #: Body proportions in metres for a 1.75 m worker (scaled by height).
 HEAD_RADIUS_M = 0.115
@@ -69,18 +72,6 @@ class FireState:
     size_m: float
     intensity: float  # 0..1 ramp-in
     plume_m: float  # smoke column height
-
-
-def points_in_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Even–odd rule, vectorised over points (..., 2) for one polygon (M, 2)."""
-    x = points[..., 0][..., None]
-    y = points[..., 1][..., None]
-    x0, y0 = polygon[:, 0], polygon[:, 1]
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    crosses = (y0 > y) != (y1 > y)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_at = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    return np.logical_xor.reduce(crosses & (x < x_at), axis=-1)
 
 
 def _interval_arrays(intervals: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -507,7 +507,7 @@ class Renderer:
                 & (size >= 0.7)
             )
             machine_uv = (uv[n_static:], z[n_static:])
-            pts_all = np.round(uv * _ONE).astype(np.int32)
+            pts_all = _fixed_point(uv)
             depth = z.mean(axis=1)
             for bi in np.flatnonzero(keep):
                 box = boxes[bi]
@@ -561,7 +561,7 @@ class Renderer:
             )
             segs.append(np.stack([c[lo] + (c[lo2] - c[lo]) * fv, c[hi] + (c[hi2] - c[hi]) * fv], 1))
         uv, _ = cv.project(np.concatenate(segs))
-        return ("lines", list(np.round(uv * _ONE).astype(np.int32)), color, False)
+        return ("lines", list(_fixed_point(uv)), color, False)
 
     def _draw_misc(self, img: np.ndarray, payload: tuple) -> None:
         if payload[0] == "lines":
@@ -604,7 +604,7 @@ class Renderer:
                     ]
                 )
                 color = ((20, 120, 250), (30, 180, 255), (120, 230, 255))[k]
-                polys.append((np.round(tri * _ONE).astype(np.int32), color))
+                polys.append((_fixed_point(tri), color))
         return float(z), 2, ("fire", polys)
 
     def _draw_worker(
@@ -1073,6 +1073,16 @@ def _face_normals(corners: np.ndarray) -> np.ndarray:
     return np.stack([-ey, ex, ey, -ex, ez], axis=1)
 
 
+def _fixed_point(uv: np.ndarray) -> np.ndarray:
+    """Pixel coordinates → cv2's fixed point (``shift`` bits), clipped so int32 cannot overflow.
+
+    At 30× zoom a corner just beside the camera's axis projects millions of pixels away; the
+    clip moves such far-off vertices along the image plane, which leaves what is drawn inside the
+    frame all but unchanged.
+    """
+    return np.round(np.clip(np.nan_to_num(uv), -1e6, 1e6) * _ONE).astype(np.int32)
+
+
 def _as_box(box: np.ndarray) -> tuple[float, float, float, float]:
     return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
 
@@ -1137,7 +1147,7 @@ def _rect(img: np.ndarray, x0: float, y0: float, x1: float, y1: float, color) ->
 
 
 def _quad(img: np.ndarray, pts: list[tuple[float, float]], color) -> None:
-    arr = np.round(np.array(pts) * _ONE).astype(np.int32)
+    arr = _fixed_point(np.array(pts))
     cv2.fillConvexPoly(img, arr, color, lineType=cv2.LINE_8, shift=_SHIFT)
 
 

@@ -170,13 +170,16 @@ def test_a_restarted_device_does_not_raise_its_open_events_again(
     reraised = [a for a in outcomes if a["event_id"] in open_events]
     assert not reraised, f"the second run raised open events again: {reraised}"
 
-    # ... and it did see them again: the open events continue under their old alert ids
+    # ... and each open event either stays open under its old alert id or is cleared under it
+    # (whether the policy looks at it again within 20 s is the policy's business; the manager
+    # tests cover re-keying a restored event to a new track)
     state = StateStore(tmp_path / "outbox.sqlite3")
     open_after_second = {e["alert_id"]: e for e in state.get("alerts/open/cam0")["events"]}
     state.close()
-    continued = set(open_after_first) & set(open_after_second)
-    assert continued, "the open events were neither continued nor cleared"
-    assert any(open_after_second[i]["key"] != open_after_first[i]["key"] for i in continued)
+    second_lines = [json.loads(x) for x in (second / "alerts.jsonl").read_text().splitlines()]
+    cleared = {a["alert_id"] for a in second_lines if a["state"] == "cleared"}
+    for alert_id in open_after_first:
+        assert alert_id in open_after_second or alert_id in cleared, alert_id
     # the device's messages: seq strictly increasing across the restart, no duplicate raise
     assert subscriber.wait_for(lambda msgs: len(msgs) >= _num_lines(first, second), 10)
     messages = [json.loads(m.payload) for m in subscriber.received()]

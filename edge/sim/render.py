@@ -198,7 +198,11 @@ class Renderer:
         )
         self._worker_lit = self._worker_palette()
         self._machine_bounds = [self._machine_sphere(m) for m in self.spec.machines]
-        occluders = [b.corners for b in self._static if b.kind in ("building", "container")]
+        self._occluder_idx = np.array(
+            [i for i, b in enumerate(self._static) if b.kind in ("building", "container")],
+            dtype=int,
+        )
+        occluders = [self._static[i].corners for i in self._occluder_idx]
         self._static_occluders = _box_frames(
             np.stack(occluders) if occluders else np.zeros((0, 8, 3))
         )
@@ -443,13 +447,15 @@ class Renderer:
         geo = _WorkerGeometry.compute(cv, workers.xy, self.site.heights, workers.crouch)
         machine_boxes = self._machine_boxes(t, cv)
         fires = self.site.fires_at(t)
-        machine_uv = self._draw_objects(img, cv, t, workers, geo, machine_boxes, fires)
+        machine_uv, box_in_view = self._draw_objects(img, cv, t, workers, geo, machine_boxes, fires)
         if noise:
             self._post(img, cv, index, motion_dps)
         frame = Frame(img, t, pose, index)
         if not truth:
             return frame, None
-        return frame, self._truth(cv, t, workers, geo, machine_boxes, machine_uv, fires)
+        return frame, self._truth(
+            cv, t, workers, geo, machine_boxes, machine_uv, box_in_view, fires
+        )
 
     def _draw_ground_and_sky(self, cv: CameraView) -> np.ndarray:
         w, h = cv.width, cv.height
@@ -484,13 +490,18 @@ class Renderer:
 
     def _draw_objects(
         self, img, cv, t, workers, geo, machine_boxes, fires
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw everything far to near; return the machine corners' projection (uv, z)."""
+    ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """Draw everything far to near.
+
+        Returns the machine corners' projection (uv, z) and, for every box (static, then
+        machine parts), whether it can reach into the view — only those can hide anything in it.
+        """
         items: list[tuple[float, int, object]] = []
         boxes = self._static + machine_boxes
         n_static = len(self._static)
         machine_faces = self._face_lists(machine_boxes)
         machine_uv = (np.zeros((0, 8, 2)), np.zeros((0, 8)))
+        in_view = np.zeros(len(self._static) + len(machine_boxes), dtype=bool)
         if boxes:
             corners = np.concatenate([self._static_corners] + [b.corners for b in machine_boxes])
             uv, z = cv.project(corners)
@@ -507,6 +518,12 @@ class Renderer:
                 & (size >= 0.7)
             )
             machine_uv = (uv[n_static:], z[n_static:])
+            # conservative: overlapping the frame, or straddling the camera's near plane
+            overlaps = (hi[:, 0] >= 0) & (lo[:, 0] <= cv.width) & (hi[:, 1] >= 0)
+            overlaps &= lo[:, 1] <= cv.height
+            in_view = (overlaps & (z > 0).any(axis=1)) | (
+                (z <= NEAR_M).any(axis=1) & (z > 0).any(axis=1)
+            )
             pts_all = _fixed_point(uv)
             depth = z.mean(axis=1)
             for bi in np.flatnonzero(keep):
@@ -542,7 +559,7 @@ class Renderer:
                 self._draw_worker(img, geo, workers, *payload)  # type: ignore[misc]
             elif kind == 2:
                 self._draw_misc(img, payload)  # type: ignore[arg-type]
-        return machine_uv
+        return machine_uv, in_view
 
     def _scaffold_payload(self, cv: CameraView, box: _Box, size: float, faces: list) -> tuple:
         """A scaffold is see-through: a 2 m grid of poles and ledgers, or an outline when small."""
@@ -817,7 +834,9 @@ class Renderer:
             cv2.subtract(img, neg[y0 : y0 + h, x0 : x0 + w], dst=img)
 
     # ------------------------------------------------------------------ ground truth
-    def _truth(self, cv, t, workers, geo, machine_boxes, machine_uv, fires) -> FrameTruth:
+    def _truth(
+        self, cv, t, workers, geo, machine_boxes, machine_uv, box_in_view, fires
+    ) -> FrameTruth:
         ref = REFERENCE_WIDTH_PX / cv.width
         boxes: list[np.ndarray] = []
         classes: list[np.ndarray] = []
@@ -831,8 +850,15 @@ class Renderer:
             x, y_ = workers.xy[idx, 0], workers.xy[idx, 1]
             head_pts = np.stack([x, y_, hm - HEAD_RADIUS_M], -1)
             torso_pts = np.stack([x, y_, hm * (TORSO_BOTTOM_M + TORSO_TOP_M) / 2 / 1.75], -1)
-            solid = [b.corners for b in machine_boxes if b.solid]
-            frames = self._static_occluders
+            # only boxes that reach into the view can hide a point in it
+            n_static = len(self._static)
+            pick = box_in_view[self._occluder_idx]
+            frames: _Frames = tuple(a[pick] for a in self._static_occluders)
+            solid = [
+                b.corners
+                for k, b in enumerate(machine_boxes)
+                if b.solid and box_in_view[n_static + k]
+            ]
             if solid:
                 frames = _concat_frames(frames, _box_frames(np.stack(solid)))
             occ = _occluded(np.asarray(cv.position), np.concatenate([head_pts, torso_pts]), frames)
@@ -871,9 +897,9 @@ class Renderer:
             # clipped machine boxes are fully "inside"; report the share of the machine shown
             visible[is_machine] = np.asarray(machine_visible, dtype=np.float32)
         occluded = np.zeros(len(all_cls), dtype=bool)
-        is_worker = np.isin(all_cls, (CLS_PERSON, CLS_VEST))
+        is_worker = (all_cls == CLS_PERSON) | (all_cls == CLS_VEST)
         occluded[is_worker] = occ_torso[all_own[is_worker]]
-        is_head = np.isin(all_cls, (CLS_HEAD_HELMET, CLS_HEAD_BARE))
+        is_head = (all_cls == CLS_HEAD_HELMET) | (all_cls == CLS_HEAD_BARE)
         occluded[is_head] = occ_head[all_own[is_head]]
         keep = visible > 0
         ref_h = (all_boxes[:, 3] - all_boxes[:, 1]) * ref
@@ -910,8 +936,10 @@ class Renderer:
         behind = (z <= NEAR_M).any(axis=1)
         area_part = np.maximum(part[:, 2] - part[:, 0], 0) * np.maximum(part[:, 3] - part[:, 1], 0)
         area_clip = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1]) * shown
-        fractions = []
-        for mi in np.unique(owner):
+        fractions: list[float] = []
+        if not (shown & ~behind).any():
+            return fractions
+        for mi in sorted(set(owner[shown].tolist())):
             mine = owner == mi
             if behind[mine].any() or not shown[mine].any():
                 continue
@@ -969,9 +997,7 @@ class Renderer:
             if box is None:
                 out.append(HazardView(hz.id, hz.type, False, False, 0.0, None))
                 continue
-            frac = float(
-                _visible_fraction(np.asarray(box, dtype=np.float32)[None], cv.width, cv.height)[0]
-            )
+            frac = _visible_fraction_of(box, cv.width, cv.height)
             in_view = frac > 0 and not occluded
             resolvable = in_view and frac >= th.min_visible and size >= need
             out.append(HazardView(hz.id, hz.type, in_view, resolvable, size, _as_box(box)))
@@ -1085,6 +1111,15 @@ def _fixed_point(uv: np.ndarray) -> np.ndarray:
 
 def _as_box(box: np.ndarray) -> tuple[float, float, float, float]:
     return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+
+
+def _visible_fraction_of(box, width: int, height: int) -> float:
+    """Scalar version of :func:`_visible_fraction` for one box (no array overhead)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    area = max((x1 - x0) * (y1 - y0), 1e-9)
+    w = max(min(x1, width) - max(x0, 0.0), 0.0)
+    h = max(min(y1, height) - max(y0, 0.0), 0.0)
+    return w * h / area
 
 
 def _visible_fraction(boxes: np.ndarray, width: int, height: int) -> np.ndarray:

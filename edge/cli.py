@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge import __version__
+from firmware_config.cli_common import CommandError, build_root_parser, run_cli
+
+__all__ = ["CommandError", "build_parser", "main"]
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -34,14 +37,6 @@ PROG = "sitehawk-edge"
 DEFAULT_SEED = 7
 #: Zooms of the PTZ views in the `render` picture (see :mod:`edge.sim.overview`).
 RENDER_ZOOMS = (1.0, 4.0, 12.0, 30.0)
-
-
-class CommandError(Exception):
-    """A command failed on bad input; ``main`` prints the message and exits ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,30 +170,17 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (_add_run, _add_subscribe, _add_re
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser; each subcommand sets `handler` (args -> exit code) with `set_defaults`."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="SiteHawk on the device: look at the virtual site, model a real one.",
+    return build_root_parser(
+        PROG,
+        "SiteHawk on the device: look at the virtual site, model a real one.",
+        __version__,
+        COMMANDS,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for add in COMMANDS:
-        add(commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `sitehawk-edge`; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
-    try:
-        return int(handler(args))
-    except CommandError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_cli(build_parser(), argv)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

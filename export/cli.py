@@ -6,30 +6,24 @@ import argparse
 from collections.abc import Sequence
 
 from export import __version__
+from firmware_config.cli_common import build_root_parser, run_cli
 
 PROG = "sitehawk-export"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser; each subcommand sets `handler` (args -> exit code) with `set_defaults`."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Export trained SiteHawk models (ONNX, TensorRT, GGUF) and verify them.",
+    return build_root_parser(
+        PROG,
+        "Export trained SiteHawk models (ONNX, TensorRT, GGUF) and verify them.",
+        __version__,
+        (),
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `sitehawk-export`; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
-    return int(handler(args))
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_config import __version__
+from firmware_config.cli_common import build_root_parser, run_cli
 
 PROG = "sitehawk-fleet"
 #: Where `schema` writes by default: the copy shipped in the package (firmware_config.device
@@ -62,26 +63,17 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (_add_validate, _add_schema)
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser; each subcommand sets `handler` (args -> exit code) with `set_defaults`."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Provision SiteHawk devices, build signed bundles and push updates.",
+    return build_root_parser(
+        PROG,
+        "Provision SiteHawk devices, build signed bundles and push updates.",
+        __version__,
+        COMMANDS,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for add in COMMANDS:
-        add(commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `sitehawk-fleet`; returns the process exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
-    return int(handler(args))
+    return run_cli(build_parser(), argv)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

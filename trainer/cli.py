@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from firmware_config.cli_common import run_cli
+
 #: Grids of ``tune-baselines``: the parameters that matter most, around the hand-set values.
 #: The winners (``--seeds 0-59``) are the dataclass defaults in ``edge/policy/baselines.py``.
 TUNING_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -271,14 +273,8 @@ def _fmt(value: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sitehawk-train``; returns the exit code (2 for bad input)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except ValueError as exc:
-        # bad input (seeds, policy file, perception mode): one line, no traceback
-        print(f"sitehawk-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    # bad input (seeds, policy file, perception mode) raises ValueError: one line, exit 2
+    return run_cli(build_parser(), argv, user_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -131,14 +131,8 @@ def _common(p: argparse.ArgumentParser, default_seeds: str) -> None:
 
 # ------------------------------------------------------------------------------- handlers
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import (
-        episode_config,
-        plot_run,
-        run_policy,
-        save_json,
-        summarize,
-        write_video,
-    )
+    from trainer.evaluate import episode_config, run_policy, save_json, summarize
+    from trainer.report import plot_run, write_video
 
     run = run_policy(
         args.policy,
@@ -168,14 +162,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_baselines(args: argparse.Namespace) -> int:
-    from trainer.evaluate import (
-        BASELINES,
-        html_report,
-        plot_comparison,
-        run_policy,
-        save_json,
-        summarize,
-    )
+    from trainer.evaluate import BASELINES, run_policy, save_json, summarize
+    from trainer.report import html_report, plot_comparison
 
     runs = [
         run_policy(

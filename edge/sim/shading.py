@@ -54,17 +54,6 @@ class Lighting:
             SKY_HORIZON_BGR * light.exposure,
         )
 
-    def shade(self, color: np.ndarray, normal: np.ndarray) -> np.ndarray:
-        """``color`` on a surface facing ``normal``, lit by the sun and the ambient light."""
-        light = self.ambient + (1.0 - self.ambient) * max(0.0, float(normal @ self.sun)) * 1.25
-        return np.clip(color * light * self.exposure, 0, 255)
-
     def haze_factor(self, dist_m: float | np.ndarray) -> float | np.ndarray:
         """How far (0..``haze``) a colour at ``dist_m`` fades towards the horizon sky."""
         return self.haze * (1.0 - np.exp(-np.asarray(dist_m) / 250.0))
-
-    def hazed(self, color: np.ndarray, dist_m: float) -> tuple[float, float, float]:
-        """``color`` seen from ``dist_m`` away."""
-        a = float(self.haze_factor(dist_m))
-        c = color * (1 - a) + self.sky_horizon * a
-        return (float(c[0]), float(c[1]), float(c[2]))

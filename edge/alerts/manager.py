@@ -72,6 +72,9 @@ from edge.geometry import PTZPose, wrap_deg
 
 log = logging.getLogger(__name__)
 
+#: How fast the gate for continuing an unseen event widens (object sizes per second) and its cap.
+REBIND_GROWTH_PER_S = 0.8
+REBIND_GROWTH_MAX = 3.0
 STATE_SCHEMA = "sitehawk.alert-state/1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -312,7 +315,11 @@ class AlertManager:
                 dist = angular_distance_deg(
                     ev.location["pan_deg"], ev.location["tilt_deg"], obs.pan_deg, obs.tilt_deg
                 )
-                gate = max(self.rebind_min_deg, self.rebind_sizes * max(obs.size_deg, ev.size_deg))
+                # people move while unseen (a restart takes seconds): widen the gate with the
+                # unseen time, as the tracker does, up to a bound
+                unseen_s = max(0.0, now - ev.last_seen_t)
+                sizes = self.rebind_sizes + min(REBIND_GROWTH_MAX, REBIND_GROWTH_PER_S * unseen_s)
+                gate = max(self.rebind_min_deg, sizes * max(obs.size_deg, ev.size_deg))
                 if dist <= gate:
                     # raised events first: continuing an alert beats continuing a candidate
                     pairs.append((ev.status != "raised", dist, i, j))

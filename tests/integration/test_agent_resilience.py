@@ -350,13 +350,6 @@ def test_a_sigkilled_agent_resumes_its_outbox_and_raises_no_open_event_twice(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/alerts/manager.py AlertManager._match: a restored event is taken over only by "
-    "an observation within 2 object sizes of its last sighting, judged at the observation's first "
-    "frame (the gate does not widen with the unseen time, and once the observation's track has "
-    "a candidate event of its own the restored one is never considered again)",
-)
 def test_a_restart_does_not_raise_a_walking_intruder_again(tmp_path: Path) -> None:
     """Seed 2, static_wide: a worker walking in a moving truck's zone is raised at 160.1 s; the
     device stops at 161 s and restarts. The zone is active again only once the tracker has

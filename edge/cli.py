@@ -5,6 +5,7 @@ Commands (each registers itself with one ``_add_*`` function listed in ``COMMAND
 ``eval``, ``bench`` — slot in the same way):
 
 * ``run``: the agent (the main job) — on the built-in virtual site, or a device config.
+* ``eval``: run the agent on virtual sites and score its alerts (precision, recall, ...).
 * ``subscribe``: watch a device's alerts and status on a broker, validated and pretty-printed.
 * ``render``: one picture of a site — panorama, plan view and PTZ views at several zooms.
 * ``site generate`` / ``site show``: write a generated site as YAML; summarise a site file.
@@ -164,8 +165,52 @@ def _add_subscribe(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_subscribe)
 
 
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="run the agent on virtual sites and score its alerts (precision, recall, ...)",
+        description="For each seed, run the agent on that virtual site from site time 0 (a "
+        "fresh temporary outbox per seed, no broker) and score its raised alerts against the "
+        "site's hazard events: same type, the alert's pan/tilt within the event's object "
+        "(+-2 deg), raised while the event was active (+5 s); each event matches at most one "
+        "alert. Writes precision, recall, false alerts per hour, mean time to alert and the "
+        "thresholds used to --json. Seeds < 1000 are training seeds (a warning).",
+    )
+    p.add_argument(
+        "--seeds", required=True, metavar="A-B", help="site seeds: a range A-B (inclusive), "
+        "a seed, or a comma-separated list of those; held-out sites are >= 1000",
+    )  # fmt: skip
+    p.add_argument(
+        "--config", type=Path, help="device config whose hazard rules and policy to evaluate "
+        "(its cameras and zones are replaced by each site's own)",
+    )  # fmt: skip
+    p.add_argument(
+        "--policy", help="PTZ policy: static_wide, patrol, random, greedy, learned (default: "
+        "the config's, else greedy)",
+    )  # fmt: skip
+    p.add_argument(
+        "--perception", choices=("sim", "detector"), default="sim",
+        help="simulated perception (sim, default) or the detector model (not shipped yet)",
+    )  # fmt: skip
+    p.add_argument(
+        "--vlm", choices=("on", "off"), default="off",
+        help="ask the VLM before raising (on: not shipped yet; default off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--duration", type=float, default=120.0, help="site time per seed, seconds (default 120)"
+    )
+    p.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the scores here")
+    p.set_defaults(handler=_cmd_eval)
+
+
 #: Every subcommand's registration function, in `--help` order.
-COMMANDS: tuple[Callable[[Any], None], ...] = (_add_run, _add_subscribe, _add_render, _add_site)
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_run,
+    _add_eval,
+    _add_subscribe,
+    _add_render,
+    _add_site,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,6 +418,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         finally:
             root.removeHandler(handler)
     return 130 if summary["run"]["interrupted"] else 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from edge.evaluate import command
+
+    return command(args)
 
 
 def _cmd_subscribe(args: argparse.Namespace) -> int:

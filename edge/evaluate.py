@@ -1,0 +1,509 @@
+"""`sitehawk-edge eval`: run the agent on virtual sites and score its alerts (evaluation only).
+
+For each seed the agent runs on the virtual site generated from that seed, from site time 0, for
+``--duration`` seconds of site time, exactly as `sitehawk-edge run` builds and runs it
+(:func:`edge.runner.prepare`), but with a fresh temporary outbox and state database per seed
+(never the device's default outbox, so no open event or saved site time leaks from one seed or
+run into the next) and no broker. Its *raised* alerts are then scored against the site's hazard
+events by :func:`edge.sim.scoring.score_alerts` — ground truth, read here, after the run, never
+by the agent. The matching rule (issue 4): same hazard type; the alert's pan/tilt within the
+event's object ± 2°; raised while the event was active (+ 5 s grace); each event matches at
+most one alert.
+
+What the agent runs with: each seed's own site layout (camera mount, limits, work areas, one
+zone per machine, active while the machine moves — :func:`~edge.sim.device_config.
+device_config_for_site`) and, from ``--config FILE`` when given, the device's hazard rules
+(thresholds), policy (name, control rate, parameters), time zone and policy model. The file's
+cameras and zones are not used (they describe another site), nor its broker, detector or VLM
+(``--perception`` / ``--vlm`` choose those). Without ``--config`` the rules are the defaults and
+the policy is the shipped baseline (``greedy``), as on `sitehawk-edge run`'s built-in site.
+
+The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
+
+* ``precision``, ``recall``: fractions pooled over all seeds (matched / raised alerts, matched /
+  hazard events); null when there is nothing to divide by (no alerts, no events).
+* ``false_alerts_per_hour``: unmatched raised alerts per hour of site time (all seeds).
+* ``tta_mean_s``: mean time to alert, event onset (or the window's start) → raised, over the
+  matched events; null when none matched.
+* ``alerts``, ``hazards``, ``matched`` (ints): raised alerts, hazard events active in the
+  windows, events found.
+* ``seeds`` (list of ints), ``duration_s`` (site seconds per seed), ``site_time_s`` (all seeds).
+* ``policy``, ``perception`` (``sim``), ``vlm`` (``off``), ``config`` (the file, or null).
+* ``thresholds``: the hazard rules used, per type: ``enabled``, ``min_confidence``, ``dwell_s``,
+  ``cooldown_s``, ``severity``.
+* ``grace_s``, ``margin_deg``: the matching rule's grace and margin.
+* ``per_seed``: one object per seed with ``seed``, ``precision``, ``recall``,
+  ``false_alerts_per_hour``, ``tta_mean_s``, ``alerts``, ``hazards``, ``matched``,
+  ``site_time_s``, ``frames``, ``wall_s``.
+
+Seeds below 1000 are the policy's training seeds: allowed, with a warning (held-out figures come
+from seeds ≥ 1000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.agent import AlertRecord
+from edge.alerts.schema import HAZARD_TYPES
+from edge.sim.scoring import GRACE_S, MARGIN_DEG, Score
+from firmware_config.cli_common import CommandError
+from firmware_config.device import DeviceConfig, HazardRules
+
+#: Seeds below this are training seeds (the held-out sites start here).
+HELD_OUT_SEED_MIN = 1000
+DEFAULT_DURATION_S = 120.0
+#: Site time a generated site covers unless the run needs more (the generator's default).
+SITE_DURATION_S = 600.0
+PERCEPTIONS = ("sim", "detector")
+#: The top-level keys of the JSON summary (see the module doc).
+SUMMARY_KEYS = (
+    "precision",
+    "recall",
+    "false_alerts_per_hour",
+    "tta_mean_s",
+    "alerts",
+    "hazards",
+    "matched",
+    "seeds",
+    "duration_s",
+    "site_time_s",
+    "policy",
+    "perception",
+    "vlm",
+    "config",
+    "thresholds",
+    "grace_s",
+    "margin_deg",
+    "per_seed",
+)
+#: The keys of each ``per_seed`` entry.
+PER_SEED_KEYS = (
+    "seed",
+    "precision",
+    "recall",
+    "false_alerts_per_hour",
+    "tta_mean_s",
+    "alerts",
+    "hazards",
+    "matched",
+    "site_time_s",
+    "frames",
+    "wall_s",
+)
+#: The hazard-rule settings reported under ``thresholds``.
+THRESHOLD_FIELDS = ("enabled", "min_confidence", "dwell_s", "cooldown_s", "severity")
+
+
+class EvalError(ValueError):
+    """The evaluation cannot run; the message names the option, field or file at fault."""
+
+
+@dataclass
+class EvalOptions:
+    """The options of `sitehawk-edge eval` (see its --help)."""
+
+    seeds: list[int]
+    config: Path | None = None
+    policy: str | None = None
+    perception: str = "sim"
+    vlm: bool = False
+    duration_s: float = DEFAULT_DURATION_S
+    frame_size: tuple[int, int] = (1280, 720)
+
+
+@dataclass
+class SeedResult:
+    """One seed's run and score."""
+
+    seed: int
+    score: Score
+    frames: int
+    wall_s: float
+
+    @property
+    def site_time_s(self) -> float:
+        return self.score.t_end - self.score.t_start
+
+
+@dataclass
+class EvalPlan:
+    """What every seed runs with: the policy and the rules of the (optional) device config."""
+
+    policy: str
+    base: DeviceConfig | None  # the --config file's config
+    config_path: Path | None = None  # where it came from
+
+
+# ---------------------------------------------------------------------------------------------
+# options
+def parse_seeds(text: str) -> list[int]:
+    """``A-B`` (inclusive), ``A``, or comma-separated pieces of those, e.g. ``1000-1004,1010``."""
+    seeds: list[int] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        first, sep, last = piece.partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise EvalError(
+                f"--seeds {text}: give a range A-B, a seed, or a comma-separated list of those "
+                "(e.g. 1000-1004)"
+            ) from None
+        if hi < lo:
+            raise EvalError(f"--seeds {text}: the range {piece} ends before it starts")
+        seeds.extend(s for s in range(lo, hi + 1) if s not in seeds)
+    return seeds
+
+
+def check_options(opts: EvalOptions) -> None:
+    """Refuse what this build cannot evaluate, with the option named (before any work)."""
+    if opts.perception not in PERCEPTIONS:
+        raise EvalError(f"--perception {opts.perception}: choose sim or detector")
+    if opts.perception == "detector":
+        raise EvalError(
+            "--perception detector: no detector is shipped in this build yet (detector backends "
+            "are not part of it); evaluate with --perception sim"
+        )
+    if opts.vlm:
+        raise EvalError(
+            "--vlm on: no VLM is shipped in this build yet (the VLM check is not part of it); "
+            "evaluate with --vlm off"
+        )
+    if not opts.seeds:
+        raise EvalError("--seeds: no seeds given")
+    if opts.duration_s <= 0:
+        raise EvalError(f"--duration must be positive, got {opts.duration_s:g}")
+
+
+def training_seeds(seeds: Sequence[int]) -> list[int]:
+    """The seeds that are policy-training seeds (below :data:`HELD_OUT_SEED_MIN`)."""
+    return [s for s in seeds if s < HELD_OUT_SEED_MIN]
+
+
+def plan(opts: EvalOptions) -> EvalPlan:
+    """Load ``--config`` and choose the policy (``--policy``, else the config's, else the
+    shipped baseline)."""
+    from edge.policy.base import POLICIES
+    from edge.runner import SHIPPED_POLICY
+    from firmware_config.device import DeviceConfigError, load_device_config
+
+    base = None
+    if opts.config is not None:
+        try:
+            base = load_device_config(opts.config)
+        except DeviceConfigError as exc:
+            raise EvalError(str(exc)) from None
+    name = opts.policy or (base.policy.name if base is not None else SHIPPED_POLICY)
+    if name not in POLICIES:
+        raise EvalError(f"--policy {name}: unknown policy; choose one of {', '.join(POLICIES)}")
+    if name == "learned" and (base is None or base.models.policy is None):
+        raise EvalError(
+            "--policy learned: no policy model is configured (models.policy of --config) and "
+            "none is shipped yet; evaluate a baseline (e.g. --policy greedy)"
+        )
+    return EvalPlan(name, base, opts.config)
+
+
+def seed_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConfig:
+    """The config the agent runs with on ``seed``: the site's own layout, the plan's rules and
+    policy, no broker, simulated perception, no VLM (see the module doc)."""
+    from pydantic import ValidationError
+
+    from edge.sim.device_config import device_config_for_site
+    from edge.sim.generate import generate_site
+    from firmware_config.device import ModelsConfig, PolicyConfig
+
+    spec = generate_site(seed, duration_s=max(SITE_DURATION_S, duration_s))
+    config = device_config_for_site(spec)
+    base = the_plan.base
+    if base is None:
+        return config.model_copy(update={"policy": PolicyConfig(name=the_plan.policy)})
+    same = base.policy.name == the_plan.policy
+    data = config.model_dump()
+    data.update(
+        timezone=base.timezone,
+        hazards=base.hazards.model_dump(),
+        policy={
+            "name": the_plan.policy,
+            "control_hz": base.policy.control_hz,
+            "params": dict(base.policy.params) if same else {},
+        },
+        models=ModelsConfig(policy=base.models.policy).model_dump(),
+        telemetry_interval_s=base.telemetry_interval_s,
+    )
+    try:
+        return DeviceConfig.model_validate(data)
+    except ValidationError as exc:  # e.g. a control rate above the virtual camera's 10 fps
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise EvalError(f"--config {the_plan.config_path}: {problems}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+def run_seed(seed: int, the_plan: EvalPlan, opts: EvalOptions) -> SeedResult:
+    """Run the agent on ``seed`` from site time 0 with a fresh temporary outbox; score it."""
+    from edge.console import RunConsole
+    from edge.report import score_run
+    from edge.runner import RunError, RunOptions, prepare
+
+    config = seed_config(seed, the_plan, opts.duration_s)
+    with tempfile.TemporaryDirectory(prefix=f"sitehawk-eval-{seed}-") as tmp_name:
+        tmp = Path(tmp_name)
+        config_path = tmp / "device.yaml"
+        config_path.write_text(config.to_yaml(header=f"sitehawk-edge eval, seed {seed}"))
+        run_opts = RunOptions(
+            config=config_path,
+            duration_s=opts.duration_s,
+            policy=the_plan.policy,
+            out=tmp / "run",
+            outbox=tmp / "outbox.sqlite3",
+            start_s=0.0,
+            frame_size=opts.frame_size,
+            report=False,
+        )
+        try:  # nothing of the run is printed: the eval shows a progress bar instead
+            run = prepare(run_opts, RunConsole(file=io.StringIO(), live=False))
+        except RunError as exc:
+            raise EvalError(f"seed {seed}: {exc}") from None
+        records: list[AlertRecord] = []
+        run.agent.on_alert.append(records.append)
+        wall_start = time.monotonic()
+        try:
+            run.agent.start()
+            run.agent.run(opts.duration_s)
+        finally:
+            run.agent.stop()
+            run.outbox.close()
+        wall_s = time.monotonic() - wall_start
+        (rig,) = run.rigs
+        score = score_run(rig, records)
+        return SeedResult(seed, score, rig.camera.num_frames, wall_s)
+
+
+def evaluate(
+    opts: EvalOptions,
+    the_plan: EvalPlan | None = None,
+    on_seed_start: Callable[[int], None] | None = None,
+    on_seed_done: Callable[[SeedResult], None] | None = None,
+) -> tuple[EvalPlan, list[SeedResult]]:
+    """Check the options (and plan, unless given), then run and score every seed in order."""
+    check_options(opts)
+    if the_plan is None:
+        the_plan = plan(opts)
+    results = []
+    for seed in opts.seeds:
+        if on_seed_start is not None:
+            on_seed_start(seed)
+        result = run_seed(seed, the_plan, opts)
+        results.append(result)
+        if on_seed_done is not None:
+            on_seed_done(result)
+    return the_plan, results
+
+
+# ---------------------------------------------------------------------------------------------
+# the summary
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _figures(
+    alerts: int, hazards: int, matched: int, site_time_s: float, ttas: list[float]
+) -> dict[str, Any]:
+    hours = max(site_time_s, 1e-9) / 3600.0
+    return {
+        "precision": _round(matched / alerts, 4) if alerts else None,
+        "recall": _round(matched / hazards, 4) if hazards else None,
+        "false_alerts_per_hour": round((alerts - matched) / hours, 2),
+        "tta_mean_s": _round(sum(ttas) / len(ttas), 2) if ttas else None,
+        "alerts": alerts,
+        "hazards": hazards,
+        "matched": matched,
+    }
+
+
+def _ttas(score: Score) -> list[float]:
+    return [e.tta_s for e in score.events if e.tta_s is not None]
+
+
+def seed_summary(result: SeedResult) -> dict[str, Any]:
+    score = result.score
+    figures = _figures(
+        len(score.alerts),
+        len(score.events),
+        score.num_matched,
+        result.site_time_s,
+        _ttas(score),
+    )
+    return {
+        "seed": result.seed,
+        **figures,
+        "site_time_s": round(result.site_time_s, 3),
+        "frames": result.frames,
+        "wall_s": round(result.wall_s, 3),
+    }
+
+
+def thresholds(rules: HazardRules) -> dict[str, dict[str, Any]]:
+    """The hazard rules' settings, per hazard type (see :data:`THRESHOLD_FIELDS`)."""
+    return {
+        hazard: {name: getattr(rules.rule(hazard), name) for name in THRESHOLD_FIELDS}
+        for hazard in HAZARD_TYPES
+    }
+
+
+def summary(opts: EvalOptions, the_plan: EvalPlan, results: list[SeedResult]) -> dict[str, Any]:
+    """The JSON summary (keys: :data:`SUMMARY_KEYS`), pooled over the seeds."""
+    site_time_s = sum(r.site_time_s for r in results)
+    figures = _figures(
+        sum(len(r.score.alerts) for r in results),
+        sum(len(r.score.events) for r in results),
+        sum(r.score.num_matched for r in results),
+        site_time_s,
+        [tta for r in results for tta in _ttas(r.score)],
+    )
+    rules = the_plan.base.hazards if the_plan.base is not None else HazardRules()
+    out = {
+        **figures,
+        "seeds": [r.seed for r in results],
+        "duration_s": opts.duration_s,
+        "site_time_s": round(site_time_s, 3),
+        "policy": the_plan.policy,
+        "perception": opts.perception,
+        "vlm": "on" if opts.vlm else "off",
+        "config": str(opts.config) if opts.config is not None else None,
+        "thresholds": thresholds(rules),
+        "grace_s": GRACE_S,
+        "margin_deg": MARGIN_DEG,
+        "per_seed": [seed_summary(r) for r in results],
+    }
+    assert tuple(out) == SUMMARY_KEYS
+    return out
+
+
+def results_table(data: dict[str, Any]) -> Any:
+    """A rich table: one row per seed and the pooled total."""
+    from rich.table import Table
+
+    def fmt(value: Any, digits: int = 2) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, float):
+            return f"{value:.{digits}f}"
+        return str(value)
+
+    table = Table(
+        title=f"sitehawk-edge eval: policy {data['policy']}, perception {data['perception']}, "
+        f"{data['duration_s']:g} s per seed",
+    )
+    for name in ("seed", "events", "alerts", "found", "prec", "recall", "false/h", "tta s"):
+        table.add_column(name, justify="right")
+    table.add_column("frames", justify="right")
+    table.add_column("wall s", justify="right")
+    for row in data["per_seed"]:
+        table.add_row(
+            str(row["seed"]),
+            str(row["hazards"]),
+            str(row["alerts"]),
+            str(row["matched"]),
+            fmt(row["precision"]),
+            fmt(row["recall"]),
+            fmt(row["false_alerts_per_hour"], 1),
+            fmt(row["tta_mean_s"], 1),
+            str(row["frames"]),
+            fmt(row["wall_s"], 1),
+        )
+    table.add_section()
+    table.add_row(
+        "total",
+        str(data["hazards"]),
+        str(data["alerts"]),
+        str(data["matched"]),
+        fmt(data["precision"]),
+        fmt(data["recall"]),
+        fmt(data["false_alerts_per_hour"], 1),
+        fmt(data["tta_mean_s"], 1),
+        str(sum(r["frames"] for r in data["per_seed"])),
+        fmt(sum(r["wall_s"] for r in data["per_seed"]), 1),
+        style="bold",
+    )
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+def command(args: argparse.Namespace) -> int:
+    """`sitehawk-edge eval` (registered in :mod:`edge.cli`)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    try:
+        opts = EvalOptions(
+            seeds=parse_seeds(args.seeds),
+            config=args.config,
+            policy=args.policy,
+            perception=args.perception,
+            vlm=args.vlm == "on",
+            duration_s=args.duration,
+        )
+        check_options(opts)
+        the_plan = plan(opts)
+    except EvalError as exc:
+        raise CommandError(str(exc)) from None
+    out: Path = args.json
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"--json {out}: cannot create the folder: {exc.strerror}") from None
+    training = training_seeds(opts.seeds)
+    if training:
+        shown = ", ".join(map(str, training[:10])) + (", …" if len(training) > 10 else "")
+        print(
+            f"sitehawk-edge eval: warning: seed(s) {shown} are training seeds (< "
+            f"{HELD_OUT_SEED_MIN}); held-out figures come from seeds >= {HELD_OUT_SEED_MIN}",
+            file=sys.stderr,
+        )
+    stderr = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]eval[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+    )
+    task = progress.add_task("", total=len(opts.seeds))
+    with progress:
+        try:
+            the_plan, results = evaluate(
+                opts,
+                the_plan,
+                on_seed_start=lambda seed: progress.update(task, description=f"seed {seed}"),
+                on_seed_done=lambda _: progress.advance(task),
+            )
+        except EvalError as exc:
+            raise CommandError(str(exc)) from None
+    data = summary(opts, the_plan, results)
+    try:
+        out.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise CommandError(f"--json {out}: cannot write: {exc.strerror}", 1) from None
+    console = Console(highlight=False)
+    if not console.is_terminal:  # a pipe or a log: wide enough for every column's title
+        console.width = max(console.width, 110)
+    console.print(results_table(data))
+    print(f"wrote {out}")
+    return 0

@@ -19,6 +19,7 @@ it, and write the run folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -58,6 +59,8 @@ from edge.sim.virtual import VirtualSite
 from firmware_config.device import CameraConfig, DeviceConfig
 
 DEFAULT_SEED = 7
+#: The camera path kept for the report is thinned by half whenever it grows past this.
+MAX_PATH_POINTS = 20_000
 DEFAULT_DURATION_S = 120.0
 #: The policy the built-in virtual site runs: the shipped baseline (a learned model later).
 SHIPPED_POLICY = "greedy"
@@ -142,7 +145,10 @@ def resolve_config(opts: RunOptions) -> tuple[DeviceConfig, str, bool]:
         seed = DEFAULT_SEED if opts.seed is None else opts.seed
         if seed < 0:
             raise RunError(f"--seed must be >= 0, got {seed}")
-        config = device_config_for_site(generate_site(seed))
+        # the built-in site's schedules cover the run, however long (a soak runs 2,000 s)
+        config = device_config_for_site(
+            generate_site(seed, duration_s=max(600.0, float(opts.duration_s)))
+        )
         origin, built_in = f"built-in virtual site, seed {seed}", True
     if opts.mqtt_url is not None:
         try:
@@ -373,14 +379,22 @@ def execute(run: PreparedRun, opts: RunOptions, console: RunConsole) -> dict[str
     end_t = {rig.camera_id: rig.start_t + opts.duration_s for rig in run.rigs}
 
     def on_alert(record: AlertRecord) -> None:
-        run.records.append(record)
         console.alert(record)
+        if record.snapshot_jpeg is not None:
+            # evidence goes to disk at once: a long run must not hold every JPEG in memory
+            snap_dir = run.run_dir / "snapshots"
+            snap_dir.mkdir(parents=True, exist_ok=True)
+            (snap_dir / f"{record.alert['alert_id']}.jpg").write_bytes(record.snapshot_jpeg)
+            record = dataclasses.replace(record, snapshot_jpeg=None)
+        run.records.append(record)
 
     def on_frame(report: FrameReport) -> None:
         rig = rigs.get(report.camera_id)
         if rig is not None:
             if report.command is not None or not rig.path:
                 rig.path.append((report.t, report.pose))
+                if len(rig.path) > MAX_PATH_POINTS:  # keep memory flat on long runs
+                    rig.path[:] = rig.path[::2]
             if rig.camera.t - rig.last_checkpoint_t >= CHECKPOINT_INTERVAL_S:
                 _checkpoint(rig, outbox, run.clock)
         if console.due():

@@ -458,8 +458,11 @@ def test_run_refuses_bad_options(
     assert "--mqtt" in capsys.readouterr().err
     assert main(["run", "--policy", "oracle", "--out", str(tmp_path)]) == 2
     assert "--policy oracle" in capsys.readouterr().err
-    assert main(["run", "--duration", "5000", "--out", str(tmp_path)]) == 2
+    assert main(["run", "--duration", "0", "--out", str(tmp_path)]) == 2
     assert "--duration" in capsys.readouterr().err
+    # the built-in site covers any duration; a --start past its end is refused
+    assert main(["run", "--start", "5000", "--duration", "5", "--out", str(tmp_path)]) == 2
+    assert "--start" in capsys.readouterr().err
 
 
 def test_realtime_paces_the_virtual_site_to_the_wall_clock() -> None:

@@ -503,6 +503,14 @@ def _write_results(
             f"not everything reached the broker: {run.outbox.depth} message(s) wait in "
             f"{run.outbox.path} for the next run"
         )
+    refused = run.outbox.refused_count
+    if run.config.mqtt is not None and refused:
+        # refused messages left the outbox, but they did not reach subscribers: say so
+        lines.append(
+            f"the broker has refused {refused} message(s) of this device so far (e.g. not "
+            f"authorised for the topic): "
+            f"kept aside in {run.outbox.path}; check the device's credentials and ACL"
+        )
     for line in lines:
         console.print(line)
     return summary

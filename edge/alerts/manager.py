@@ -69,6 +69,7 @@ from edge.alerts.snapshot import render_snapshot
 from edge.alerts.state import StateStore
 from edge.alerts.tracker import angular_distance_deg
 from edge.geometry import PTZPose, wrap_deg
+from edge.matching import greedy_pairs
 
 log = logging.getLogger(__name__)
 
@@ -324,14 +325,9 @@ class AlertManager:
                     # raised events first: continuing an alert beats continuing a candidate
                     pairs.append((ev.status != "raised", dist, i, j))
         pairs.sort()
-        used_obs: set[int] = set()
-        used_ev: set[int] = set()
-        for _, _, i, j in pairs:
-            if i in used_obs or j in used_ev:
-                continue
-            used_obs.add(i)
-            used_ev.add(j)
-            out.append((orphans[j], rest[i]))
+        matched = greedy_pairs((i, j) for _, _, i, j in pairs)
+        out.extend((orphans[j], rest[i]) for i, j in matched)
+        used_obs = {i for i, _ in matched}
         out.extend((None, obs) for i, obs in enumerate(rest) if i not in used_obs)
         return out
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.geometry import REFERENCE_WIDTH_PX, CameraView, PTZPose, direction, focal_px, wrap_deg
+from edge.matching import greedy_pairs
 from edge.perception.detection import Detection
 from edge.policy.observation import HEAD_FRACTION, TORSO_FRACTION, ObservationConfig
 from firmware_config.camera import CameraMountSpec
@@ -316,16 +317,9 @@ class WorldTracker:
             too_small = (t_size > cfg.max_size_ratio * m_size) & ~cut
             cost = np.where((cost <= gate) & ~too_big & ~too_small, cost, np.inf)
             order = np.argsort(cost, axis=None)
-            used_t: set[int] = set()
-            used_m: set[int] = set()
-            for flat in order:
-                ti, mi = divmod(int(flat), len(meas))
-                if not np.isfinite(cost[ti, mi]):
-                    break
-                if ti in used_t or mi in used_m:
-                    continue
-                used_t.add(ti)
-                used_m.add(mi)
+            finite = int(np.isfinite(cost).sum())  # the finite costs sort first
+            ranked = (divmod(int(flat), len(meas)) for flat in order[:finite])
+            for ti, mi in greedy_pairs(ranked):
                 out[idx[mi]] = tracks[ti]
         for mi, m in enumerate(meas):
             if idx[mi] not in out:

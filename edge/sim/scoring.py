@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edge.geometry import pan_tilt_of_point, wrap_deg
+from edge.matching import greedy_pairs
 from edge.sim.world import HazardEvent, Site
 
 GRACE_S = 5.0
@@ -210,13 +211,7 @@ def score_alerts(
             dist = math.hypot(float(wrap_deg(alert.pan_deg - c_pan)), alert.tilt_deg - c_tilt)
             pairs.append((alert.t, dist, i, j))
     pairs.sort()
-    used_alerts: set[int] = set()
-    used_events: set[int] = set()
-    for _, _, i, j in pairs:
-        if i in used_alerts or j in used_events:
-            continue
-        used_alerts.add(i)
-        used_events.add(j)
+    for i, j in greedy_pairs((i, j) for _, _, i, j in pairs):
         alert, outcome = alert_outcomes[i], outcomes[j]
         alert.event_id = outcome.id
         outcome.alert_id, outcome.alert_t = alert.alert_id, alert.t

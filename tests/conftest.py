@@ -107,3 +107,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             cuda_ok, why_not = _cuda_status()
             if not cuda_ok:
                 item.add_marker(pytest.mark.skip(reason=f"gpu test: {why_not}"))
+
+
+#: Modules that hold or compute the simulator's ground truth: the agent, the observation builder
+#: and the alert pipeline must never import them (DESIGN.md: the agent never reads ground truth).
+GROUND_TRUTH_MODULES = (
+    "edge.sim.world",
+    "edge.sim.render",
+    "edge.sim.truth",
+    "edge.sim.boxes",
+    "edge.sim.figures",
+    "edge.sim.generate",
+    "edge.sim.perception",
+    "edge.sim.virtual",
+    "edge.sim.panorama",
+    "edge.sim.scoring",
+    "edge.sim.overview",
+    "edge.camera.virtual",
+    "trainer",
+)
+
+
+@pytest.fixture
+def assert_no_ground_truth_imported():  # type: ignore[no-untyped-def]
+    """Import ``modules`` in a fresh interpreter; fail if any ground-truth module came along."""
+
+    def check(*modules: str) -> None:
+        probe = (
+            f"import sys, {', '.join(modules)}\n"
+            f"bad = sorted(m for m in sys.modules if m.startswith({GROUND_TRUTH_MODULES!r}))\n"
+            "assert not bad, bad\n"
+        )
+        repo = Path(__file__).resolve().parents[1]
+        result = subprocess.run(
+            [sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+
+    return check

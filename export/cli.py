@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
 
 from export import __version__
 from firmware_config.cli_common import build_root_parser, run_cli
 
 PROG = "sitehawk-export"
+
+#: Modules that add subcommands: each has ``register(subparsers)`` (heavy imports inside handlers).
+SUBCOMMAND_MODULES: tuple[str, ...] = ("export.detector_cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         PROG,
         "Export trained SiteHawk models (ONNX, TensorRT, GGUF) and verify them.",
         __version__,
-        (),
+        [importlib.import_module(name).register for name in SUBCOMMAND_MODULES],
     )
 
 

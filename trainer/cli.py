@@ -12,12 +12,18 @@ Subcommands (heavy imports happen inside each handler, so ``--help`` is instant)
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from firmware_config.cli_common import run_cli
+
+#: Modules that add their own subcommands: each has ``register(subparsers)`` and may have
+#: ``register_dataset(dataset_subparsers)`` for a ``sitehawk-train dataset <kind>`` builder. They
+#: import their heavy dependencies inside the handlers, so ``--help`` stays fast.
+SUBCOMMAND_MODULES: tuple[str, ...] = ("trainer.detect.cli",)
 
 #: Grids of ``tune-baselines``: the parameters that matter most, around the hand-set values.
 #: The winners (``--seeds 0-59``) are the dataclass defaults in ``edge/policy/baselines.py``.
@@ -102,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--json", type=Path, help="write every combination's result here")
     tn.add_argument("--no-progress", action="store_true", help="no progress bar")
     tn.set_defaults(handler=_cmd_tune)
+
+    ds = sub.add_parser("dataset", help="render training data from virtual sites")
+    dataset_sub = ds.add_subparsers(dest="dataset_kind", metavar="KIND", required=True)
+    for name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub)
+        if hasattr(module, "register_dataset"):
+            module.register_dataset(dataset_sub)
     return parser
 
 

@@ -46,7 +46,7 @@ from edge.alerts.manager import AlertManager, VlmGate
 from edge.alerts.rules import HazardRules, HazardRuleSpec, ZoneSpec
 from edge.alerts.schema import AlertMessage
 from edge.alerts.tracker import WorldTracker
-from edge.camera.ptz import PTZDriver, send_command
+from edge.camera.ptz import PTZDriver, PTZError, send_command
 from edge.camera.source import Frame, FrameSource, SourceEnded, frame_problem
 from edge.geometry import PTZPose
 from edge.mqtt.client import MqttLink
@@ -185,6 +185,7 @@ class CameraLoop:
         self.num_frames = 0
         self.skipped: Counter[str] = Counter()  # corrupt or missing frames, by reason
         self.num_commands = 0
+        self.ptz_errors = 0  # commands the camera did not take (unreachable, refused)
         self.ended = False
         self.first_t: float | None = None
         self.last_t: float | None = None
@@ -282,7 +283,13 @@ class CameraLoop:
         obs = self.builder.update(frame.image, detections, frame.pose, frame.t)
         command = policy.act(obs)
         assert self.setup.ptz is not None
-        send_command(self.setup.ptz, command)
+        try:
+            send_command(self.setup.ptz, command)
+        except PTZError as exc:
+            # a camera that cannot be steered still delivers frames: keep processing them
+            self.ptz_errors += 1
+            log.warning("camera %s: PTZ command failed: %s", self.camera_id, exc)
+            return None
         self.num_commands += 1
         return command
 
@@ -294,6 +301,7 @@ class CameraLoop:
             "frames": self.num_frames,
             "frames_skipped": dict(self.skipped),
             "ptz_commands": self.num_commands,
+            "ptz_errors": self.ptz_errors,
             "t": self.last_t,
             "latency_ms": self.timings.summary(),
         }

@@ -142,6 +142,17 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         help="without a terminal, print the status line every S seconds (default 5)",
     )  # fmt: skip
     p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.add_argument(
+        "--onvif", action="store_true", help="steer virtual cameras over ONVIF: each serves the "
+        "ONVIF device/media/PTZ services on loopback and the agent drives it with the ONVIF PTZ "
+        "controller a real camera gets (frames stay in-process)",
+    )  # fmt: skip
+    p.add_argument(
+        "--perception", choices=("sim", "detector"),
+        help="detector: the detector model (the config's models.detector, else the shipped "
+        "models/detector.onnx); sim: simulated perception (virtual cameras only). Default: the "
+        "config's detector if set, the shipped detector on the built-in site, else sim",
+    )  # fmt: skip
     p.set_defaults(handler=_cmd_run)
 
 
@@ -190,7 +201,8 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--perception", choices=("sim", "detector"), default="sim",
-        help="simulated perception (sim, default) or the detector model (not shipped yet)",
+        help="simulated perception (sim, default) or the detector model (the config's "
+        "models.detector, else the shipped models/detector.onnx)",
     )  # fmt: skip
     p.add_argument(
         "--vlm", choices=("on", "off"), default="off",
@@ -403,6 +415,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         frame_size=_parse_size(args.size),
         status_interval_s=args.status_every,
         report=not args.no_report,
+        onvif=args.onvif,
+        perception=args.perception,
     )
     root = logging.getLogger()
     with RunConsole(status_interval_s=opts.status_interval_s) as console:

@@ -18,7 +18,6 @@ counter and the open hazard events — so it is never inside a per-run folder.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from edge.mqtt.contract import DEFAULT_TOPIC_PREFIX
 from edge.policy.base import PolicyContext
 from firmware_config.camera import CameraMountSpec
 from firmware_config.device import CameraConfig, DeviceConfig
+from firmware_config.manifest import sha256_of
 
 OUTBOX_FILE_NAME = "outbox.sqlite3"
 
@@ -79,15 +79,6 @@ def policy_context(
     return PolicyContext(camera=mount, work_areas=areas, control_hz=config.policy.control_hz)
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_digests(
     config: DeviceConfig, names: tuple[str, ...] = ("policy", "vlm")
 ) -> dict[str, str]:
@@ -103,7 +94,7 @@ def model_digests(
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"models.{name}: {path}: no such model file")
-        out[name] = file_sha256(path)
+        out[name] = sha256_of(path)
     return out
 
 

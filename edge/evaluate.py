@@ -14,8 +14,9 @@ What the agent runs with: each seed's own site layout (camera mount, limits, wor
 zone per machine, active while the machine moves — :func:`~edge.sim.device_config.
 device_config_for_site`) and, from ``--config FILE`` when given, the device's hazard rules
 (thresholds), policy (name, control rate, parameters), time zone and policy model. The file's
-cameras and zones are not used (they describe another site), nor its broker, detector or VLM
-(``--perception`` / ``--vlm`` choose those). Without ``--config`` the rules are the defaults and
+cameras and zones are not used (they describe another site), nor its broker or VLM;
+``--perception detector`` runs its `models.detector` (else the shipped ``models/detector.onnx``),
+``--perception sim`` the simulated perception. Without ``--config`` the rules are the defaults and
 the policy is the shipped baseline (``greedy``), as on `sitehawk-edge run`'s built-in site.
 
 The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
@@ -28,7 +29,8 @@ The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
 * ``alerts``, ``hazards``, ``matched`` (ints): raised alerts, hazard events active in the
   windows, events found.
 * ``seeds`` (list of ints), ``duration_s`` (site seconds per seed), ``site_time_s`` (all seeds).
-* ``policy``, ``perception`` (``sim``), ``vlm`` (``off``), ``config`` (the file, or null).
+* ``policy``, ``perception`` (``sim`` | ``detector``), ``vlm`` (``off``), ``config`` (the file,
+  or null).
 * ``thresholds``: the hazard rules used, per type: ``enabled``, ``min_confidence``, ``dwell_s``,
   ``cooldown_s``, ``severity``.
 * ``grace_s``, ``margin_deg``: the matching rule's grace and margin.
@@ -142,6 +144,7 @@ class EvalPlan:
     policy: str
     base: DeviceConfig | None  # the --config file's config
     config_path: Path | None = None  # where it came from
+    detector: Path | None = None  # the detector model (--perception detector), else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,11 +173,6 @@ def check_options(opts: EvalOptions) -> None:
     """Refuse what this build cannot evaluate, with the option named (before any work)."""
     if opts.perception not in PERCEPTIONS:
         raise EvalError(f"--perception {opts.perception}: choose sim or detector")
-    if opts.perception == "detector":
-        raise EvalError(
-            "--perception detector: no detector is shipped in this build yet (detector backends "
-            "are not part of it); evaluate with --perception sim"
-        )
     if opts.vlm:
         raise EvalError(
             "--vlm on: no VLM is shipped in this build yet (the VLM check is not part of it); "
@@ -212,12 +210,21 @@ def plan(opts: EvalOptions) -> EvalPlan:
             "--policy learned: no policy model is configured (models.policy of --config) and "
             "none is shipped yet; evaluate a baseline (e.g. --policy greedy)"
         )
-    return EvalPlan(name, base, opts.config)
+    detector = None
+    if opts.perception == "detector":
+        from edge.runner import SHIPPED_DETECTOR
+
+        configured = base.models.detector if base is not None else None
+        detector = Path(configured) if configured is not None else SHIPPED_DETECTOR
+        if not detector.is_file():
+            where = "models.detector of --config" if configured is not None else "shipped"
+            raise EvalError(f"--perception detector: {detector} ({where}): no such model file")
+    return EvalPlan(name, base, opts.config, detector)
 
 
 def seed_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConfig:
     """The config the agent runs with on ``seed``: the site's own layout, the plan's rules and
-    policy, no broker, simulated perception, no VLM (see the module doc)."""
+    policy, no broker, the plan's perception, no VLM (see the module doc)."""
     from pydantic import ValidationError
 
     from edge.sim.device_config import device_config_for_site
@@ -228,7 +235,12 @@ def seed_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConfi
     config = device_config_for_site(spec)
     base = the_plan.base
     if base is None:
-        return config.model_copy(update={"policy": PolicyConfig(name=the_plan.policy)})
+        return config.model_copy(
+            update={
+                "policy": PolicyConfig(name=the_plan.policy),
+                "models": ModelsConfig(detector=the_plan.detector),
+            }
+        )
     same = base.policy.name == the_plan.policy
     data = config.model_dump()
     data.update(
@@ -239,7 +251,7 @@ def seed_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConfi
             "control_hz": base.policy.control_hz,
             "params": dict(base.policy.params) if same else {},
         },
-        models=ModelsConfig(policy=base.models.policy).model_dump(),
+        models=ModelsConfig(policy=base.models.policy, detector=the_plan.detector).model_dump(),
         telemetry_interval_s=base.telemetry_interval_s,
     )
     try:
@@ -274,6 +286,7 @@ def run_seed(seed: int, the_plan: EvalPlan, opts: EvalOptions) -> SeedResult:
             start_s=0.0,
             frame_size=opts.frame_size,
             report=False,
+            perception=opts.perception,
         )
         try:  # nothing of the run is printed: the eval shows a progress bar instead
             run = prepare(run_opts, RunConsole(file=io.StringIO(), live=False))

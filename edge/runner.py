@@ -12,6 +12,17 @@ it, and write the run folder.
 * Message timestamps on a virtual site follow site time (:class:`~edge.camera.virtual.SiteClock`),
   starting from now or, when later, from where the device's previous run left its clock, so a
   device's timestamps never go back across restarts even when the site ran ahead of real time.
+* Real cameras: an ``onvif`` camera is steered through the ONVIF PTZ controller
+  (:class:`~edge.camera.onvif.OnvifPTZ`, connected before the run: a camera that cannot be
+  reached or refuses the credentials stops the start with the camera's field named) and its video
+  is read from ``stream_url`` or the camera's ``GetStreamUri`` (:class:`~edge.camera.stream.
+  VideoSource`, RTSP over TCP, the pose from ``GetStatus``); an ``rtsp`` camera has a fixed view
+  (its preset ``home`` or first preset, else pan 0, tilt 0, 1x) and runs only the ``static_wide``
+  policy, which then issues no commands.
+* ``--onvif``: every virtual camera also serves the ONVIF services on loopback
+  (:class:`~edge.camera.onvif_server.VirtualOnvifServer`, with a fresh password) and the agent
+  steers it through :class:`~edge.camera.onvif.OnvifPTZ` — the code path of a real camera — while
+  its frames stay in-process.
 * The run folder (``--out``, default ``runs/<time>``) gets ``alerts.jsonl`` (every alert as
   published), ``status.json`` (the final status message plus run statistics and, on a virtual
   site, the score) and ``report.html`` (:mod:`edge.report`).
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import signal
 import threading
 import time
@@ -32,8 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
-from edge.agent import Agent, AlertRecord, CameraSetup, FrameReport
+from edge.agent import Agent, AlertRecord, CameraSetup, Clock, FrameReport, SystemClock
 from edge.alerts.schema import format_utc
+from edge.camera.onvif import OnvifError, OnvifPTZ, OnvifSettings, with_credentials
+from edge.camera.onvif_server import VirtualOnvifServer
+from edge.camera.ptz import PTZDriver
+from edge.camera.stream import VideoSource, mask_url
 from edge.camera.virtual import SimulatedDetector, SiteClock, VirtualCamera
 from edge.console import RunConsole
 from edge.device_setup import (
@@ -53,9 +69,11 @@ from edge.mqtt import (
     StatusInfo,
     Topics,
 )
+from edge.perception.backend import Detector
 from edge.policy.base import POLICIES, Policy, make_policy
 from edge.sim.spec import SiteFileError, SiteSpec
 from edge.sim.virtual import VirtualSite
+from firmware_config.camera import CameraMountSpec
 from firmware_config.device import CameraConfig, DeviceConfig
 
 DEFAULT_SEED = 7
@@ -64,8 +82,14 @@ MAX_PATH_POINTS = 20_000
 DEFAULT_DURATION_S = 120.0
 #: The policy the built-in virtual site runs: the shipped baseline (a learned model later).
 SHIPPED_POLICY = "greedy"
+#: The detector the repository ships (`bash scripts/train_detector.sh` rebuilds it).
+SHIPPED_DETECTOR = Path(__file__).resolve().parents[1] / "models" / "detector.onnx"
 #: Site time between checkpoints of a virtual camera's clock and pose.
 CHECKPOINT_INTERVAL_S = 1.0
+#: The one policy a camera without PTZ (rtsp) runs: its fixed view is the static wide view.
+FIXED_VIEW_POLICY = "static_wide"
+#: The ONVIF user of a virtual camera served with --onvif (its password is fresh per run).
+VIRTUAL_ONVIF_USER = "sitehawk"
 
 
 class RunError(ValueError):
@@ -88,6 +112,8 @@ class RunOptions:
     frame_size: tuple[int, int] = (1280, 720)
     status_interval_s: float = 5.0
     report: bool = True
+    onvif: bool = False  # steer virtual cameras through their ONVIF service on loopback
+    perception: str | None = None  # "sim" | "detector" | None (see detector_model)
 
 
 @dataclass
@@ -108,6 +134,17 @@ class VirtualRig:
 
 
 @dataclass
+class StreamRig:
+    """One real camera of the run: ONVIF PTZ + its video, or a fixed RTSP stream."""
+
+    camera_id: str
+    kind: str  # "onvif" | "rtsp"
+    source: VideoSource
+    ptz: OnvifPTZ | None
+    where: str  # the camera's URL (password masked), for messages
+
+
+@dataclass
 class PreparedRun:
     """Everything built, nothing started."""
 
@@ -118,8 +155,20 @@ class PreparedRun:
     outbox: Outbox
     agent: Agent
     rigs: list[VirtualRig]
-    clock: SiteClock
+    clock: Clock
     records: list[AlertRecord] = field(default_factory=list)
+    streams: list[StreamRig] = field(default_factory=list)
+    #: Virtual cameras' ONVIF services (--onvif), stopped when the run ends.
+    servers: list[VirtualOnvifServer] = field(default_factory=list)
+    #: ONVIF controllers of the virtual cameras (--onvif), by camera id.
+    onvif_ptz: dict[str, OnvifPTZ] = field(default_factory=dict)
+
+    def close_cameras(self) -> None:
+        """Close the ONVIF sessions and stop the virtual ONVIF services (idempotent)."""
+        for ptz in [*self.onvif_ptz.values(), *(s.ptz for s in self.streams if s.ptz)]:
+            ptz.close()
+        for server in self.servers:
+            server.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,28 +216,59 @@ def check_cameras(config: DeviceConfig) -> None:
     for cam in config.cameras:
         if cam.source_kind == "virtual":
             continue
-        source = cam.onvif or cam.rtsp
-        where = source.url if source is not None else "?"
-        raise RunError(
-            f"cameras.{cam.id}: {cam.source_kind} camera at {where}: this build drives only "
-            "virtual cameras (the ONVIF PTZ controller and the RTSP source are not part of it "
-            "yet); run a config whose cameras are `virtual`"
-        )
+        if cam.mount is None:  # validated; an invariant for the code below
+            raise RunError(f"cameras.{cam.id}.mount: required for an {cam.source_kind} camera")
     detector = config.models.detector
-    if detector is not None:
-        if not Path(detector).is_file():
-            raise RunError(f"models.detector: {detector}: no such model file")
-        raise RunError(
-            f"models.detector: {detector}: detector backends (ONNX Runtime, TensorRT) are not "
-            "part of this build yet; leave models.detector out to use simulated perception on "
-            "the virtual camera"
-        )
+    if detector is not None and not Path(detector).is_file():
+        raise RunError(f"models.detector: {detector}: no such model file")
+
+
+def detector_model(opts: RunOptions, config: DeviceConfig, built_in: bool) -> Path | None:
+    """The detector model the run's cameras use, or None for simulated perception.
+
+    ``--perception sim`` forces simulated perception (virtual cameras only); ``detector`` forces
+    the model (the config's, else the shipped one). By default a config's `models.detector` is
+    used when set, and the built-in site runs the shipped detector when it is present.
+    """
+    if opts.perception == "sim":
+        return None
+    configured = Path(config.models.detector) if config.models.detector is not None else None
+    if configured is not None:
+        return configured
+    if opts.perception == "detector" or built_in:
+        if SHIPPED_DETECTOR.is_file():
+            return SHIPPED_DETECTOR
+        if opts.perception == "detector":
+            raise RunError(
+                f"--perception detector: no models.detector in the config and no shipped "
+                f"detector at {SHIPPED_DETECTOR}"
+            )
+    return None
+
+
+def load_detector(path: Path, field: str = "models.detector") -> Detector:
+    """The model detector for ``path`` (ONNX Runtime or TensorRT); errors name the field."""
+    from edge.perception.detector import ModelDetector
+    from edge.perception.manifest import DetectorModelError
+
+    try:
+        return ModelDetector(path)
+    except DetectorModelError as exc:
+        raise RunError(f"{field}: {exc}") from None
 
 
 def choose_policy(opts: RunOptions, config: DeviceConfig, built_in: bool) -> str:
     name = opts.policy or (SHIPPED_POLICY if built_in else config.policy.name)
     if name not in POLICIES:
         raise RunError(f"--policy {name}: unknown policy; choose one of {', '.join(POLICIES)}")
+    for cam in config.cameras:
+        if cam.source_kind == "rtsp" and name != FIXED_VIEW_POLICY:
+            where = "--policy" if opts.policy else "policy.name"
+            raise RunError(
+                f"{where} {name}: camera {cam.id} is an rtsp camera (cameras.{cam.id}.rtsp): it "
+                f"has no PTZ to steer, so only {FIXED_VIEW_POLICY} runs on it; configure it as "
+                "an onvif camera to steer it"
+            )
     return name
 
 
@@ -279,7 +359,7 @@ def build_virtual_rig(
     return VirtualRig(cam.id, spec, site, camera, start_t, resumed, key, saved_wall)
 
 
-def _checkpoint(rig: VirtualRig, outbox: Outbox, clock: SiteClock) -> None:
+def _checkpoint(rig: VirtualRig, outbox: Outbox, clock: Clock) -> None:
     pose = rig.camera.pose
     outbox.state.set(
         rig.checkpoint_key,
@@ -303,6 +383,78 @@ def _site_clock(rigs: list[VirtualRig]) -> SiteClock:
 
 
 # ---------------------------------------------------------------------------------------------
+# real cameras (ONVIF PTZ + RTSP, or a fixed RTSP stream)
+def fixed_pose(cam: CameraConfig) -> PTZPose:
+    """The view of a camera without PTZ: its preset `home`, else its first preset, else level."""
+    presets = {p.name: p for p in cam.presets}
+    preset = presets.get("home") or (cam.presets[0] if cam.presets else None)
+    if preset is None:
+        return PTZPose(0.0, 0.0, 1.0)
+    return PTZPose(preset.pan_deg, preset.tilt_deg, preset.zoom)
+
+
+def build_stream_rig(cam: CameraConfig, console: RunConsole) -> StreamRig:
+    """The ONVIF controller (connected) and video source of a real camera."""
+    assert cam.mount is not None, "check_cameras: real cameras have a mount"
+    if cam.rtsp is not None:
+        url = str(cam.rtsp.url)
+        source = VideoSource(url, camera_id=cam.id, pose=fixed_pose(cam))
+        return StreamRig(cam.id, "rtsp", source, None, mask_url(url))
+    onvif = cam.onvif
+    assert onvif is not None, "validated: exactly one source"
+    ptz = OnvifPTZ(OnvifSettings.from_config(onvif), cam.mount)
+    try:
+        ptz.connect()
+        if onvif.stream_url is not None:
+            url = with_credentials(str(onvif.stream_url), onvif.username, onvif.password_value())
+        else:
+            url = ptz.stream_uri()
+    except OnvifError as exc:
+        ptz.close()
+        raise RunError(f"cameras.{cam.id}.onvif: {exc}") from None
+    console.print(f"camera {cam.id}: ONVIF PTZ at {onvif.url}, video {mask_url(url)}")
+    source = VideoSource(url, camera_id=cam.id, ptz=ptz)
+    return StreamRig(cam.id, "onvif", source, ptz, str(onvif.url))
+
+
+def stream_detector(cam: CameraConfig, model: Path | None) -> Detector:
+    """The detector of a real camera: the `models.detector` backend (simulated perception needs
+    the virtual site's ground truth)."""
+    if model is None:
+        raise RunError(
+            f"cameras.{cam.id}: an {cam.source_kind} camera needs a detector model "
+            "(models.detector); simulated perception works only on the virtual site"
+        )
+    return load_detector(model)
+
+
+def serve_virtual_onvif(
+    rig: VirtualRig, cam: CameraConfig, mount: CameraMountSpec, opts: RunOptions
+) -> tuple[VirtualOnvifServer, OnvifPTZ]:
+    """--onvif: the virtual camera's ONVIF service on loopback and the controller that drives it.
+
+    The site runs on its own clock, faster than real time unless --realtime, so the command
+    rate limit (meant for a real camera's wall clock) is off then.
+    """
+    password = secrets.token_urlsafe(12)
+    presets = [(p.name, PTZPose(p.pan_deg, p.tilt_deg, p.zoom)) for p in cam.presets]
+    server = VirtualOnvifServer(
+        rig.camera, username=VIRTUAL_ONVIF_USER, password=password, presets=presets
+    )
+    url = server.start()
+    settings = OnvifSettings(url, VIRTUAL_ONVIF_USER, password)
+    if not opts.realtime:
+        settings = dataclasses.replace(settings, min_command_interval_s=0.0)
+    ptz = OnvifPTZ(settings, mount)
+    try:
+        ptz.connect()
+    except OnvifError as exc:
+        server.stop()
+        raise RunError(f"cameras.{cam.id}: the virtual camera's ONVIF service: {exc}") from None
+    return server, ptz
+
+
+# ---------------------------------------------------------------------------------------------
 # prepare, run, finish
 def prepare(opts: RunOptions, console: RunConsole) -> PreparedRun:
     """Build the agent and its parts; nothing is started and nothing is published yet."""
@@ -311,6 +463,7 @@ def prepare(opts: RunOptions, console: RunConsole) -> PreparedRun:
     config, origin, built_in = resolve_config(opts)
     check_cameras(config)
     policy_name = choose_policy(opts, config, built_in)
+    detector_path = detector_model(opts, config, built_in)
     try:
         models = model_digests(config, ("policy",) if policy_name == "learned" else ())
         models.update(model_digests(config, ("vlm",)) if config.vlm.backend == "llamacpp" else {})
@@ -326,37 +479,80 @@ def prepare(opts: RunOptions, console: RunConsole) -> PreparedRun:
         outbox = Outbox(db_path, config.outbox.max_messages, int(config.outbox.max_bytes))
     except (OutboxError, ValueError) as exc:
         raise RunError(f"outbox: {exc}") from None
+    rigs: list[VirtualRig] = []
+    streams: list[StreamRig] = []
+    servers: list[VirtualOnvifServer] = []
+    onvif_ptz: dict[str, OnvifPTZ] = {}
     try:
-        rigs, cameras = [], []
+        cameras = []
         for cam in config.cameras:
+            if cam.source_kind != "virtual":
+                assert cam.mount is not None
+                detector = stream_detector(cam, detector_path)  # before any network I/O
+                stream = build_stream_rig(cam, console)
+                streams.append(stream)
+                steered = stream.ptz is not None
+                cameras.append(
+                    CameraSetup(
+                        camera_id=cam.id,
+                        mount=cam.mount,
+                        source=stream.source,
+                        detector=detector,
+                        ptz=stream.ptz,
+                        policy=build_policy(policy_name, config) if steered else None,
+                        policy_context=(
+                            policy_context(config, cam, cam.mount, []) if steered else None
+                        ),
+                    )
+                )
+                continue
             rig = build_virtual_rig(cam, opts, outbox, console)
+            rigs.append(rig)
             mount = cam.mount or rig.spec.camera.model_copy(update={"id": cam.id})
             ctx = policy_context(config, cam, mount, rig.spec.work_areas)
+            ptz: PTZDriver = rig.camera.ptz
+            if opts.onvif:
+                server, ptz = serve_virtual_onvif(rig, cam, mount, opts)
+                servers.append(server)
+                onvif_ptz[cam.id] = ptz
             cameras.append(
                 CameraSetup(
                     camera_id=cam.id,
                     mount=mount,
                     source=rig.camera,
-                    detector=SimulatedDetector(rig.camera, seed=rig.spec.seed or 0),
-                    ptz=rig.camera.ptz,
+                    detector=(
+                        SimulatedDetector(rig.camera, seed=rig.spec.seed or 0)
+                        if detector_path is None
+                        else load_detector(detector_path)
+                    ),
+                    ptz=ptz,
                     policy=build_policy(policy_name, config),
                     policy_context=ctx,
                     policy_seed=rig.spec.seed,
                 )
             )
-            rigs.append(rig)
         settings = agent_settings(config, alert_log=run_dir / "alerts.jsonl", models=models)
         link = None
         if config.mqtt is not None:
             link_settings = LinkSettings.from_config(config.mqtt, config.device_id)
             topics = Topics(link_settings.topic_prefix, config.site_id, config.device_id)
             link = MqttLink(link_settings, outbox, topics, StatusInfo(0, __version__, models))
-        clock = _site_clock(rigs)
+        # message timestamps follow site time only when every camera is on a virtual site
+        clock: Clock = _site_clock(rigs) if rigs and not streams else SystemClock()
         agent = Agent(settings, cameras, outbox, link=link, clock=clock)
     except BaseException:
+        for server in servers:
+            server.stop()
+        for item in [*onvif_ptz.values(), *(s.ptz for s in streams if s.ptz is not None)]:
+            item.close()
+        for stream in streams:
+            stream.source.close()
         outbox.close()
         raise
-    return PreparedRun(config, origin, policy_name, run_dir, outbox, agent, rigs, clock)
+    return PreparedRun(
+        config, origin, policy_name, run_dir, outbox, agent, rigs, clock,
+        streams=streams, servers=servers, onvif_ptz=onvif_ptz,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -404,11 +600,19 @@ def execute(run: PreparedRun, opts: RunOptions, console: RunConsole) -> dict[str
     agent.on_frame.append(on_frame)
     for rig in run.rigs:
         how = "resumed where this device stopped" if rig.resumed else "from"
+        steered = run.onvif_ptz.get(rig.camera_id)
+        over = f", PTZ over ONVIF at {steered.settings.url}" if steered is not None else ""
         console.print(
             f"{run.config.device_id} on {run.config.site_id}: camera {rig.camera_id} on the "
             f"virtual site ({_site_key(rig.spec)}), site time {how} {rig.start_t:g} s, "
             f"{opts.duration_s:g} s{' in real time' if opts.realtime else ' as fast as it runs'}"
-            f", policy {run.policy_name}"
+            f", policy {run.policy_name}{over}"
+        )
+    for stream in run.streams:
+        console.print(
+            f"{run.config.device_id} on {run.config.site_id}: camera {stream.camera_id} "
+            f"({stream.kind} at {stream.where}), {opts.duration_s:g} s, "
+            + (f"policy {run.policy_name}" if stream.ptz is not None else "fixed view")
         )
     if run.config.mqtt is not None:
         console.print(f"publishing to {run.config.mqtt.url} (outbox {outbox.path})")
@@ -428,6 +632,7 @@ def execute(run: PreparedRun, opts: RunOptions, console: RunConsole) -> dict[str
             raise RunError(str(exc)) from None
         finally:
             delivered = agent.stop()
+            run.close_cameras()
             for rig in run.rigs:
                 if rig.camera.num_frames:
                     _checkpoint(rig, outbox, run.clock)
@@ -472,7 +677,19 @@ def _write_results(
                     "frame_size": list(rig.camera.size),
                 }
                 for rig in run.rigs
+            }
+            | {
+                stream.camera_id: {
+                    "source": stream.kind,
+                    "url": stream.where,
+                    "frames": stream.source.num_frames,
+                    "reconnects": stream.source.reconnects,
+                    "problems": dict(stream.source.problems),
+                    "onvif": _onvif_stats(stream.ptz),
+                }
+                for stream in run.streams
             },
+            "onvif": {cam: _onvif_stats(ptz) for cam, ptz in run.onvif_ptz.items()} or None,
             "duration_s": opts.duration_s,
             "wall_s": round(wall_s, 3),
             "speed": round(site_s / wall_s, 3) if wall_s > 0 else None,
@@ -514,3 +731,16 @@ def _write_results(
     for line in lines:
         console.print(line)
     return summary
+
+
+def _onvif_stats(ptz: OnvifPTZ | None) -> dict[str, Any] | None:
+    """An ONVIF controller's counters for status.json."""
+    if ptz is None:
+        return None
+    return {
+        "url": ptz.settings.url,
+        "commands": ptz.num_commands,
+        "calls": ptz.num_calls,
+        "errors": ptz.num_errors,
+        "stop_resends": ptz.num_stop_resends,
+    }

@@ -23,7 +23,9 @@ from firmware_config.cli_common import run_cli
 #: Modules that add their own subcommands: each has ``register(subparsers)`` and may have
 #: ``register_dataset(dataset_subparsers)`` for a ``sitehawk-train dataset <kind>`` builder. They
 #: import their heavy dependencies inside the handlers, so ``--help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("trainer.detect.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "trainer.detect.cli",
+)
 
 #: Grids of ``tune-baselines``: the parameters that matter most, around the hand-set values.
 #: The winners (``--seeds 0-59``) are the dataclass defaults in ``edge/policy/baselines.py``.

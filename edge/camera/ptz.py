@@ -22,6 +22,14 @@ from edge.geometry import PTZPose
 from edge.sim.ptz import AbsoluteMove, ContinuousMove, PTZCommand, RelativeMove, Stop
 
 
+class PTZError(RuntimeError):
+    """A PTZ call failed (camera unreachable, refused, or answered with an error).
+
+    The message names the camera's URL and the operation. The agent logs and counts it and
+    keeps processing frames: a camera that cannot be steered still sees hazards.
+    """
+
+
 @dataclass(frozen=True)
 class PTZStatus:
     """ONVIF ``GetStatus``: where the head is and whether it is moving."""

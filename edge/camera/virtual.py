@@ -21,6 +21,7 @@ change in the agent.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -38,10 +39,15 @@ DEFAULT_FRAME_SIZE = (1280, 720)
 
 
 class VirtualPTZ:
-    """The virtual camera's PTZ service, with the ONVIF calls of :class:`PTZDriver`."""
+    """The virtual camera's PTZ service, with the ONVIF calls of :class:`PTZDriver`.
 
-    def __init__(self, site: VirtualSite):
+    Thread-safe: the virtual camera's ONVIF service (:mod:`edge.camera.onvif_server`) calls it
+    from its HTTP threads while the agent reads frames; both hold the camera's ``lock``.
+    """
+
+    def __init__(self, site: VirtualSite, lock: threading.RLock | None = None):
         self._site = site
+        self.lock = lock or threading.RLock()
         self.num_commands = 0
 
     def absolute_move(self, pan_deg: float, tilt_deg: float, zoom: float) -> None:
@@ -61,11 +67,13 @@ class VirtualPTZ:
         self._command(Stop())
 
     def get_status(self) -> PTZStatus:
-        return PTZStatus(self._site.pose, self._site.head.moving)
+        with self.lock:
+            return PTZStatus(self._site.pose, self._site.head.moving)
 
     def _command(self, command: AbsoluteMove | RelativeMove | ContinuousMove | Stop) -> None:
-        self.num_commands += 1
-        self._site.command(command)
+        with self.lock:
+            self.num_commands += 1
+            self._site.command(command)
 
 
 class VirtualCamera:
@@ -97,7 +105,9 @@ class VirtualCamera:
         self.noise = noise
         #: Site time after which ``read`` raises :class:`SourceEnded` (default: the site's end).
         self.end_t = float(site.spec.duration_s if end_t is None else end_t)
-        self.ptz = VirtualPTZ(site)
+        #: Held while the site advances and renders, and by every PTZ call (ONVIF threads).
+        self.lock = threading.RLock()
+        self.ptz = VirtualPTZ(site, self.lock)
         self.num_frames = 0
         self._monotonic, self._sleep = monotonic, sleep
         self._pace_origin: tuple[float, float] | None = None  # (wall, site) at the first frame
@@ -121,24 +131,25 @@ class VirtualCamera:
             raise SourceEnded(
                 f"virtual site {self.site.spec.name!r} ends at {self.end_t:g} s of site time"
             )
-        if self.num_frames:
-            self.site.advance(1.0 / self.frame_rate_hz)
         if self.realtime:
-            self._pace()
-        sim_frame, truth = self.site.capture(*self.size, truth=True, noise=self.noise)
+            self._pace(1.0 / self.frame_rate_hz if self.num_frames else 0.0)
+        with self.lock:
+            if self.num_frames:
+                self.site.advance(1.0 / self.frame_rate_hz)
+            sim_frame, truth = self.site.capture(*self.size, truth=True, noise=self.noise)
         assert truth is not None
         self._truth = (sim_frame.index, truth)
         self.num_frames += 1
         return Frame(sim_frame.image, sim_frame.t, sim_frame.pose, sim_frame.index)
 
-    def _pace(self) -> None:
-        """Sleep until the wall clock has caught up with the site clock."""
+    def _pace(self, step_s: float) -> None:
+        """Sleep until the wall clock has caught up with the site clock after ``step_s``."""
         now = self._monotonic()
         if self._pace_origin is None:
-            self._pace_origin = (now, self.site.t)
+            self._pace_origin = (now, self.site.t + step_s)
             return
         wall0, site0 = self._pace_origin
-        wait_s = (self.site.t - site0) - (now - wall0)
+        wait_s = (self.site.t + step_s - site0) - (now - wall0)
         if wait_s > 0:
             self._sleep(wait_s)
 

@@ -31,14 +31,13 @@ A leading dimension of ``-1`` is the batch (the device runs batch 1).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from edge.onnx_io import check_session_io, open_session
 from edge.policy.base import DISCRETE_ACTIONS, PolicyContext, discrete_to_command
 from edge.policy.observation import (
     OBS_SCHEMA,
@@ -47,6 +46,16 @@ from edge.policy.observation import (
     observation_space_shapes,
 )
 from edge.sim.ptz import PTZCommand
+from firmware_config.manifest import (
+    ModelManifestBase,
+    ModelManifestError,
+    TensorSpec,
+    check_model_file,
+    load_manifest_file,
+    manifest_path,
+    sha256_of,
+    write_manifest_file,
+)
 
 POLICY_SCHEMA = "sitehawk.policy/1"
 INPUT_NAMES = ("view", "ptz", "maps")
@@ -54,51 +63,20 @@ OUTPUT_NAME = "logits"
 _VIEW_DTYPES = ("uint8", "float32")
 
 
-class PolicyManifestError(ValueError):
+class PolicyManifestError(ModelManifestError):
     """A policy model or manifest that cannot be used; the message names the file and field."""
 
 
-class TensorSpec(BaseModel):
-    """One model input or output: name, shape (-1 = batch) and element type."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    shape: list[int] = Field(description="dimensions; a leading -1 is the batch")
-    dtype: Literal["uint8", "float32"] = "float32"
-
-
-class PolicyManifest(BaseModel):
+class PolicyManifest(ModelManifestBase):
     """The manifest beside an exported policy (``<stem>.manifest.json``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     schema_: Literal["sitehawk.policy/1"] = Field("sitehawk.policy/1", alias="schema")
     format: Literal["onnx"] = "onnx"
-    file: str = Field(description="the model file's name, beside the manifest")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the model file")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     actions: list[str] = Field(description="what each logit means, in order")
     obs_schema: str = OBS_SCHEMA
     obs: dict[str, Any] = Field(description="the ObservationConfig the policy was trained with")
-    source: str | None = Field(None, description="checkpoint the export came from")
-    versions: dict[str, str] = Field(default_factory=dict, description="library versions")
-
-
-def manifest_path(model_path: str | Path) -> Path:
-    """``models/policy.onnx`` → ``models/policy.manifest.json``."""
-    p = Path(model_path)
-    return p.with_name(f"{p.stem}.manifest.json")
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_manifest(
@@ -134,30 +112,12 @@ def build_manifest(
 
 def write_manifest(model_path: str | Path, manifest: PolicyManifest) -> Path:
     """Write ``manifest`` beside ``model_path``; returns the manifest's path."""
-    path = manifest_path(model_path)
-    path.write_text(json.dumps(manifest.model_dump(by_alias=True), indent=2) + "\n")
-    return path
+    return write_manifest_file(model_path, manifest)
 
 
 def load_manifest(model_path: str | Path) -> PolicyManifest:
     """Read and validate the manifest beside ``model_path`` (errors name the file and field)."""
-    path = manifest_path(model_path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PolicyManifestError(
-            f"{path}: manifest not found (every model needs <stem>.manifest.json beside it)"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise PolicyManifestError(f"{path}: not valid JSON: {exc}") from None
-    try:
-        return PolicyManifest.model_validate(raw)
-    except ValidationError as exc:
-        lines = [
-            f"{path}:{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise PolicyManifestError("\n".join(lines)) from None
+    return load_manifest_file(model_path, PolicyManifest, PolicyManifestError)
 
 
 def _obs_config(path: Path, raw: dict[str, Any]) -> ObservationConfig:
@@ -179,16 +139,7 @@ def check_manifest(
     Returns the manifest's observation config. ``obs_config``, when given, must equal it.
     """
     mpath = manifest_path(model_path)
-    if manifest.file != model_path.name:
-        raise PolicyManifestError(
-            f"{mpath}:file: names {manifest.file!r}, but the model is {model_path.name!r}"
-        )
-    actual = sha256_of(model_path)
-    if actual != manifest.sha256:
-        raise PolicyManifestError(
-            f"{mpath}:sha256: {manifest.sha256[:12]}… does not match {model_path} "
-            f"({actual[:12]}…): the model file was changed or replaced"
-        )
+    check_model_file(model_path, manifest, PolicyManifestError)
     if manifest.obs_schema != OBS_SCHEMA:
         raise PolicyManifestError(
             f"{mpath}:obs_schema: {manifest.obs_schema!r}, this device computes {OBS_SCHEMA!r}"
@@ -234,9 +185,6 @@ def check_manifest(
     return cfg
 
 
-_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}
-
-
 class OnnxPolicy:
     """A learned policy: argmax of the exported network's logits → a discrete PTZ action."""
 
@@ -254,53 +202,11 @@ class OnnxPolicy:
             raise PolicyManifestError(f"{self.path}: no such model file")
         self.manifest = load_manifest(self.path)
         self.obs_config = check_manifest(self.path, self.manifest, obs_config)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - part of the edge install
-            raise PolicyManifestError(
-                "running an ONNX policy needs onnxruntime (pip install onnxruntime)"
-            ) from exc
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise PolicyManifestError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from None
-        self._check_session()
+        self.session = open_session(self.path, PolicyManifestError, providers)
+        check_session_io(
+            self.session, self.path, self.manifest.inputs, [OUTPUT_NAME], PolicyManifestError
+        )
         self._dtypes = {t.name: np.dtype(t.dtype) for t in self.manifest.inputs}
-
-    def _check_session(self) -> None:
-        """The graph's own inputs/outputs must be the ones the manifest promises."""
-        mpath = manifest_path(self.path)
-        graph_in = {i.name: i for i in self.session.get_inputs()}
-        for i, spec in enumerate(self.manifest.inputs):
-            node = graph_in.get(spec.name)
-            if node is None:
-                raise PolicyManifestError(
-                    f"{mpath}:inputs.{i}.name: {spec.name!r} is not an input of {self.path} "
-                    f"(it has {sorted(graph_in)})"
-                )
-            dtype = _ORT_TYPES.get(node.type, node.type)
-            if dtype != spec.dtype:
-                raise PolicyManifestError(
-                    f"{mpath}:inputs.{i}.dtype: {spec.dtype!r}, but {self.path} takes {dtype!r}"
-                )
-            dims = list(node.shape)
-            if len(dims) != len(spec.shape) or any(
-                isinstance(d, int) and d != s for d, s in zip(dims[1:], spec.shape[1:], strict=True)
-            ):
-                raise PolicyManifestError(
-                    f"{mpath}:inputs.{i}.shape: {spec.shape}, but {self.path} takes {dims}"
-                )
-        extra = sorted(set(graph_in) - {t.name for t in self.manifest.inputs})
-        if extra:
-            raise PolicyManifestError(f"{self.path}: inputs {extra} are not in the manifest")
-        outputs = [o.name for o in self.session.get_outputs()]
-        if OUTPUT_NAME not in outputs:
-            raise PolicyManifestError(
-                f"{mpath}:outputs.0.name: {OUTPUT_NAME!r} is not an output of {self.path} "
-                f"(it has {outputs})"
-            )
 
     def reset(self, ctx: PolicyContext, seed: int | None = None) -> None:
         """Remember the camera (actions are relative to its field of view)."""

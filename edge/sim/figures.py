@@ -59,19 +59,23 @@ class WorkerGeometry:
         in_front = (depth > NEAR_M) & (z[n:] > NEAR_M)
         scale = cv.focal / np.maximum(depth, NEAR_M)
         sv = (foot[:, 1] - top[:, 1]) / hm
-        half = 0.3 * scale
-        person = np.stack([foot[:, 0] - half, top[:, 1], foot[:, 0] + half, foot[:, 1]], -1)
+        # arms reach 0.31 m (+ the hand's swing) from the body axis; a crouching worker leans
+        # 0.12 m to the right (see draw_worker)
+        half = 0.34 * scale
+        lean = np.where(crouch, 0.12 * scale, 0.0)
+        person = np.stack([foot[:, 0] - half, top[:, 1], foot[:, 0] + half + lean, foot[:, 1]], -1)
         k = hm / 1.75
         head_c = foot[:, 1] - (hm - HEAD_RADIUS_M) * sv
         hr = HEAD_RADIUS_M * 1.35 * scale
+        head_x = foot[:, 0] + 1.3 * lean  # the head leans furthest
         head = np.stack(
-            [foot[:, 0] - hr, head_c - hr, foot[:, 0] + hr, head_c + 1.0 * HEAD_RADIUS_M * sv], -1
+            [head_x - hr, head_c - hr, head_x + hr, head_c + 1.0 * HEAD_RADIUS_M * sv], -1
         )
         torso = np.stack(
             [
-                foot[:, 0] - 0.27 * scale,
+                foot[:, 0] - 0.25 * scale,
                 foot[:, 1] - TORSO_TOP_M * k * sv,
-                foot[:, 0] + 0.27 * scale,
+                foot[:, 0] + 0.25 * scale + lean,
                 foot[:, 1] - TORSO_BOTTOM_M * k * sv,
             ],
             -1,

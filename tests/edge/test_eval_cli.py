@@ -142,7 +142,6 @@ def test_eval_uses_the_configs_thresholds_and_warns_on_training_seeds(
 @pytest.mark.parametrize(
     ("option", "words"),
     [
-        (["--perception", "detector"], ["--perception detector", "no detector"]),
         (["--vlm", "on"], ["--vlm on", "no VLM"]),
     ],
 )

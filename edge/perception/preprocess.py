@@ -1,0 +1,85 @@
+"""Letterboxing a camera frame into a detector's square input, and mapping boxes back.
+
+The frame is shrunk (keeping its aspect ratio) to fit the model's input and padded with a
+constant grey. Shrinking a 1280×720 frame 4× with a plain bilinear resize *samples* it: a 2-pixel
+object vanishes or comes out four times too bright depending on where it falls on the sampling
+grid. :func:`shrink` halves the image with ``cv2.pyrDown`` (a 5×5 Gaussian, so every pixel
+counts) while it is at least twice too big, then finishes with a bilinear resize — anti-aliased
+and < 1 ms for 1280×720 (``INTER_AREA`` does the same job far slower on this hardware).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+#: Pad value of the letterbox (the YOLO convention).
+PAD_VALUE = 114
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was placed into the model input: ``input = frame * scale + pad``."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+    frame_w: int
+    frame_h: int
+
+    def to_frame(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) x_min, y_min, x_max, y_max in input pixels → frame pixels, clipped."""
+        out = np.empty_like(boxes, dtype=np.float32)
+        out[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_x) / self.scale
+        out[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_y) / self.scale
+        np.clip(out[:, [0, 2]], 0, self.frame_w, out=out[:, [0, 2]])
+        np.clip(out[:, [1, 3]], 0, self.frame_h, out=out[:, [1, 3]])
+        return out
+
+    def to_input(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) in frame pixels → input pixels."""
+        out = np.asarray(boxes, dtype=np.float32) * self.scale
+        out[:, [0, 2]] += self.pad_x
+        out[:, [1, 3]] += self.pad_y
+        return out
+
+
+def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` resized to ``width``×``height``, anti-aliased when it shrinks a lot."""
+    h, w = image.shape[:2]
+    while w >= 2 * width and h >= 2 * height:
+        image = cv2.pyrDown(image)
+        h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def fit_size(frame_w: int, frame_h: int, input_w: int, input_h: int) -> tuple[int, int, float]:
+    """The size the frame is shrunk to inside the input, and the scale factor."""
+    scale = min(input_w / frame_w, input_h / frame_h)
+    return max(1, round(frame_w * scale)), max(1, round(frame_h * scale)), scale
+
+
+def letterbox(
+    image: np.ndarray, input_w: int, input_h: int, pad_value: int = PAD_VALUE
+) -> tuple[np.ndarray, Letterbox]:
+    """``image`` (H, W, 3) uint8 shrunk and centred in an ``input_h``×``input_w`` canvas."""
+    frame_h, frame_w = image.shape[:2]
+    new_w, new_h, _ = fit_size(frame_w, frame_h, input_w, input_h)
+    resized = shrink(image, new_w, new_h)
+    pad_x = (input_w - new_w) // 2
+    pad_y = (input_h - new_h) // 2
+    canvas = np.full((input_h, input_w, 3), pad_value, dtype=np.uint8)
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    # the exact per-axis scale (rounding the size changes it by < 0.5 px)
+    info = Letterbox(new_w / frame_w, pad_x, pad_y, frame_w, frame_h)
+    return canvas, info
+
+
+def to_tensor(canvas: np.ndarray, *, bgr_to_rgb: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 → (1, 3, H, W) float32 in 0…1, RGB by default."""
+    img = canvas[..., ::-1] if bgr_to_rgb else canvas
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)

@@ -1,0 +1,171 @@
+"""SiteHawk's detector: a small single-stage, anchor-free CNN with a YOLO-format output.
+
+Backbone of plain 3×3 convolutions (BatchNorm + ReLU: convolutions run close to the CPU's
+matmul rate, depthwise ones would not) down to stride 32, a top-down feature pyramid, and one
+head per level at strides 4, 8 and 16 — stride 4 because a worker's head in a wide 1280×720
+view letterboxed to 320 px is 4–8 px tall. Each head location predicts a box centre offset and a
+log size relative to its stride, and a score per class.
+
+The network decodes its own output, so the exported graph produces exactly the YOLOv8/YOLO11
+detection format the edge decoder reads: ``[B, 4 + classes, N]`` with ``cx, cy, w, h`` in input
+pixels and sigmoid class scores (N = 80² + 40² + 20² = 8400 at 320×320).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge.perception.detection import CLASSES
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Architecture hyper-parameters."""
+
+    num_classes: int = len(CLASSES)
+    widths: tuple[int, ...] = (16, 32, 64, 96, 128)  # strides 2, 4, 8, 16, 32
+    depths: tuple[int, ...] = (0, 1, 2, 2, 1)  # residual blocks per stage
+    neck: tuple[int, ...] = (32, 48, 64)  # pyramid channels at strides 4, 8, 16
+    strides: tuple[int, ...] = (4, 8, 16)
+    input_size: tuple[int, int] = (320, 320)  # (height, width) of the exported input
+    max_log_size: float = 6.0  # box sizes are exp(≤ this) × stride
+    prior_prob: float = 0.01  # initial class score (focal-loss style bias init)
+    classes: tuple[str, ...] = field(default=CLASSES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DetectorConfig:
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return cls(**kwargs)
+
+
+class ConvBN(nn.Sequential):
+    """Conv → BatchNorm → ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ResBlock(nn.Module):
+    """x + conv3×3(conv1×1(x)) with a half-width bottleneck."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.a = ConvBN(c, c // 2, 1)
+        self.b = nn.Sequential(nn.Conv2d(c // 2, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.b(self.a(x)))
+
+
+class Head(nn.Module):
+    """Per-level head: a 3×3 conv, then 1×1 to 4 box + C class channels."""
+
+    def __init__(self, c: int, num_classes: int, prior_prob: float):
+        super().__init__()
+        self.conv = ConvBN(c, c, 3)
+        self.box = nn.Conv2d(c, 4, 1)
+        self.cls = nn.Conv2d(c, num_classes, 1)
+        assert self.box.bias is not None and self.cls.bias is not None
+        nn.init.zeros_(self.box.weight)
+        nn.init.zeros_(self.box.bias)
+        bias = -float(torch.log(torch.tensor((1 - prior_prob) / prior_prob)))
+        nn.init.constant_(self.cls.bias, bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        return self.box(y), self.cls(y)
+
+
+class SiteDetector(nn.Module):
+    """The detector. ``forward`` returns the decoded ``[B, 4 + C, N]`` output."""
+
+    def __init__(self, cfg: DetectorConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DetectorConfig()
+        w, d = cfg.widths, cfg.depths
+        stages: list[nn.Module] = []
+        c_prev = 3
+        for c, n in zip(w, d, strict=True):
+            stages.append(nn.Sequential(ConvBN(c_prev, c, 3, 2), *[ResBlock(c) for _ in range(n)]))
+            c_prev = c
+        self.stages = nn.ModuleList(stages)
+        # pyramid: lateral 1×1 from strides 4, 8, 16 (stages 1..3) and the top (stage 4)
+        n4, n8, n16 = cfg.neck
+        self.top = ConvBN(w[4], n16, 1)
+        self.lat16 = ConvBN(w[3], n16, 1)
+        self.lat8 = ConvBN(w[2], n8, 1)
+        self.lat4 = ConvBN(w[1], n4, 1)
+        self.fuse16 = ConvBN(n16, n16, 3)
+        self.red16 = ConvBN(n16, n8, 1)
+        self.fuse8 = ConvBN(n8, n8, 3)
+        self.red8 = ConvBN(n8, n4, 1)
+        self.fuse4 = ConvBN(n4, n4, 3)
+        self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
+        self.heads = nn.ModuleList(Head(c, cfg.num_classes, cfg.prior_prob) for c in cfg.neck)
+
+    def levels(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw (box, cls) maps per level (strides 4, 8, 16)."""
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        _, c4, c8, c16, c32 = feats
+        p16 = self.fuse16(self.lat16(c16) + self.up(self.top(c32)))
+        p8 = self.fuse8(self.lat8(c8) + self.up(self.red16(p16)))
+        p4 = self.fuse4(self.lat4(c4) + self.up(self.red8(p8)))
+        return [head(p) for head, p in zip(self.heads, (p4, p8, p16), strict=True)]
+
+    def decode_level(self, box: torch.Tensor, stride: int) -> torch.Tensor:
+        """Raw (B, 4, H, W) → (B, 4, H·W) cx, cy, w, h in input pixels."""
+        b, _, h, w = box.shape
+        ys = torch.arange(h, dtype=box.dtype, device=box.device).view(1, h, 1)
+        xs = torch.arange(w, dtype=box.dtype, device=box.device).view(1, 1, w)
+        cx = (xs + 0.5 + box[:, 0]) * stride
+        cy = (ys + 0.5 + box[:, 1]) * stride
+        m = self.cfg.max_log_size
+        bw = torch.exp(box[:, 2].clamp(-m, m)) * stride
+        bh = torch.exp(box[:, 3].clamp(-m, m)) * stride
+        return torch.stack([cx, cy, bw, bh], 1).reshape(b, 4, h * w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for (box, cls), stride in zip(self.levels(x), self.cfg.strides, strict=True):
+            b = box.shape[0]
+            outs.append(
+                torch.cat(
+                    [
+                        self.decode_level(box, stride),
+                        torch.sigmoid(cls).reshape(b, cls.shape[1], -1),
+                    ],
+                    1,
+                )
+            )
+        return torch.cat(outs, 2)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, height: int, width: int) -> float:
+    """FLOPs (2 × multiply-adds) of one forward pass at batch 1, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, height, width))
+    model.train(was_training)
+    return float(counter.get_total_flops())

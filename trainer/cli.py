@@ -25,6 +25,7 @@ from firmware_config.cli_common import run_cli
 #: import their heavy dependencies inside the handlers, so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "trainer.detect.cli",
+    "trainer.router.cli",
 )
 
 #: Grids of ``tune-baselines``: the parameters that matter most, around the hand-set values.
@@ -135,6 +136,11 @@ def _common(p: argparse.ArgumentParser, default_seeds: str) -> None:
         help="simulated perception, or the trained detector (default: %(default)s)",
     )
     p.add_argument(
+        "--detector-model",
+        type=Path,
+        help="detector for --perception detector (default: the shipped models/detector.onnx)",
+    )
+    p.add_argument(
         "--episode-s", type=float, default=120.0, help="episode length, seconds (default: 120)"
     )
     p.add_argument(
@@ -146,6 +152,15 @@ def _common(p: argparse.ArgumentParser, default_seeds: str) -> None:
 
 
 # ------------------------------------------------------------------------------- handlers
+def _episode_base(args: argparse.Namespace) -> Any:
+    """The episode settings the options change (None: the defaults)."""
+    if args.detector_model is None:
+        return None
+    from trainer.envs.episode import EpisodeConfig
+
+    return EpisodeConfig(detector_model=str(args.detector_model))
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from trainer.evaluate import episode_config, run_policy, save_json, summarize
     from trainer.report import plot_run, write_video
@@ -154,6 +169,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.policy,
         args.seeds,
         perception=args.perception,
+        config=_episode_base(args),
         episode_s=args.episode_s,
         progress=not args.no_progress,
         allow_train_seeds=args.allow_train_seeds,
@@ -165,7 +181,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"wrote {plot_run(run, args.plot)}")
     if args.video:
-        cfg = episode_config(perception=args.perception, episode_s=args.episode_s)
+        cfg = episode_config(
+            _episode_base(args), perception=args.perception, episode_s=args.episode_s
+        )
         path = write_video(
             args.policy,
             args.seeds[0],
@@ -186,6 +204,7 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
             name,
             args.seeds,
             perception=args.perception,
+            config=_episode_base(args),
             episode_s=args.episode_s,
             progress=not args.no_progress,
             allow_train_seeds=args.allow_train_seeds,

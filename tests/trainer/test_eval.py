@@ -137,14 +137,18 @@ def test_cli_eval_writes_json_plot_and_video(tmp_path: Path) -> None:
     assert frames == 50  # 10 s at 5 Hz
 
 
-def test_cli_detector_perception_is_a_one_line_error(
+def test_cli_missing_detector_model_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "eval.json"
-    rc = main(["eval", "--policy", "static_wide", "--perception", "detector", "--json", str(out)])
+    missing = tmp_path / "nope.onnx"
+    rc = main(
+        ["eval", "--policy", "static_wide", "--perception", "detector"]
+        + ["--detector-model", str(missing), "--json", str(out)]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip()
-    assert "detector" in err and len(err.splitlines()) == 1
+    assert "nope.onnx: no such model file" in err and len(err.splitlines()) == 1
     assert not out.exists()
 
 

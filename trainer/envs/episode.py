@@ -11,8 +11,11 @@ hazard, minus a small cost per step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from edge.perception.detection import Detection
+from edge.perception.detector import ModelDetector
 from edge.policy.observation import Observation, ObservationBuilder, ObservationConfig
 from edge.sim.perception import SimulatedPerception
 from edge.sim.ptz import PTZCommand
@@ -21,6 +24,18 @@ from edge.sim.spec import SiteSpec
 from edge.sim.virtual import VirtualSite
 
 PERCEPTION_MODES = ("sim", "detector")
+
+
+def load_episode_detector(path: str | None) -> ModelDetector:
+    """The detector an episode runs (errors name the file; ValueError for bad input)."""
+    from edge.perception.manifest import DetectorModelError
+    from edge.runner import SHIPPED_DETECTOR
+
+    model = Path(path) if path is not None else SHIPPED_DETECTOR
+    try:
+        return ModelDetector(model, threads=1)
+    except DetectorModelError as exc:
+        raise ValueError(f"perception 'detector': {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,11 @@ class EpisodeConfig:
     #: resizes it to the square ``obs.view_size`` exactly as the device does.
     frame_size: tuple[int, int] = (160, 90)
     perception: str = "sim"
+    #: ``perception="detector"``: the detector model (None: the shipped models/detector.onnx),
+    #: and the size of the frame it gets — rendered at the same instant and pose as the
+    #: observed frame, and shrunk to its 320×320 input as on the device.
+    detector_model: str | None = None
+    detector_frame_size: tuple[int, int] = (640, 360)
     reward_tau_s: float = 30.0
     time_cost: float = 0.002
     obs: ObservationConfig = field(default_factory=ObservationConfig)
@@ -79,11 +99,9 @@ class SearchEpisode:
             raise ValueError(
                 f"perception must be one of {PERCEPTION_MODES}, got {self.config.perception!r}"
             )
+        self.detector = None
         if self.config.perception == "detector":
-            raise ValueError(
-                "perception 'detector' needs a trained detector model (models/detector.onnx "
-                "with its manifest), which is not shipped yet; use perception 'sim'"
-            )
+            self.detector = load_episode_detector(self.config.detector_model)
         if spec.duration_s < self.config.episode_s:
             raise ValueError(
                 f"site covers {spec.duration_s} s, "
@@ -140,7 +158,10 @@ class SearchEpisode:
         assert truth is not None
         self.last_frame: Frame = frame
         self.last_truth: FrameTruth = truth
-        detections = self.perception.detect(truth, frame.index)
+        if self.detector is None:
+            detections = self.perception.detect(truth, frame.index)
+        else:
+            detections = self._detect(frame, width)
         self.last_detections = detections
         obs = self.builder.update(frame.image, detections, frame.pose, frame.t)
         confirmed = []
@@ -154,6 +175,19 @@ class SearchEpisode:
                 rec.confirmed_s = frame.t
                 confirmed.append(rec)
         return obs, confirmed
+
+    def _detect(self, frame: Frame, width: int) -> list[Detection]:
+        """The detector's detections, in the observed frame's pixels."""
+        assert self.virtual is not None and self.detector is not None
+        dw, dh = self.config.detector_frame_size
+        big, _ = self.virtual.renderer.render(
+            frame.pose, frame.t, dw, dh, index=frame.index, truth=False
+        )
+        k = width / dw
+        return [
+            replace(d, bbox=(d.bbox[0] * k, d.bbox[1] * k, d.bbox[2] * k, d.bbox[3] * k))
+            for d in self.detector.detect_image(big.image)
+        ]
 
     def hazard_info(self) -> dict[str, dict[str, float | str | None]]:
         """Each hazard's type, onset and confirmation time (None while unconfirmed)."""

@@ -94,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     fp32 = ModelDetector(args.model, threads=args.threads)
-    ckpt = args.checkpoint or Path(fp32.manifest.source or "")
+    # the manifest's source reads "<checkpoint> (<ema|model> weights, step N)"
+    source = fp32.manifest.source or ""
+    ckpt = args.checkpoint or Path(source.split(" (")[0])
     if not ckpt.is_file():
         parser.error(f"--checkpoint {ckpt}: no such file (the torch model is needed)")
-    model, _ = load_checkpoint_model(ckpt)
+    model, _ = load_checkpoint_model(ckpt, ema="(model weights" not in source)
     torch_det = TorchDetector(model)
     tmp = tempfile.TemporaryDirectory(prefix="sitehawk-bench-")
     int8_path = args.int8 or args.model.with_name(f"{args.model.stem}.int8.onnx")

@@ -220,15 +220,22 @@ def export_detector(
     int8: bool = False,
     calib_frames: int = 64,
     progress: bool = True,
+    weights: str = "ema",
 ) -> dict[str, Any]:
-    """Export ``ckpt`` to ``out`` (+ manifest, parity, optional int8); returns a summary."""
+    """Export ``ckpt`` to ``out`` (+ manifest, parity, optional int8); returns a summary.
+
+    ``weights``: the checkpoint's EMA weights (``ema``, the default) or its raw ``model`` weights.
+    """
     if out.suffix != ".onnx":
         raise ValueError(f"--out {out}: the exported model is an .onnx file")
-    model, ckpt_data = load_checkpoint_model(ckpt)
+    if weights not in ("ema", "model"):
+        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    model, ckpt_data = load_checkpoint_model(ckpt, ema=weights == "ema")
+    source = f"{ckpt} ({weights} weights, step {ckpt_data.get('step')})"
     written = [out, manifest_path(out)]
     try:
         export_onnx(model, out)
-        manifest = build_manifest(model, out, str(ckpt))
+        manifest = build_manifest(model, out, source)
         write_manifest_file(out, manifest)
         frames = parity_frames(parity) if parity > 0 else []
         result = check_parity(TorchDetector(model), ModelDetector(out), frames)
@@ -252,7 +259,7 @@ def export_detector(
             q = out.with_name(f"{out.stem}.int8.onnx")
             written += [q, manifest_path(q)]
             quant = quantize_int8(out, q, model, calib_frames, progress)
-            qm = build_manifest(model, q, str(ckpt), {"quantization": quant})
+            qm = build_manifest(model, q, source, {"quantization": quant})
             write_manifest_file(q, qm)
             summary["int8"] = {"onnx": str(q), "quantization": quant}
         return summary

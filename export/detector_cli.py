@@ -30,6 +30,12 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--calib-frames", type=int, default=64, help="int8 calibration frames (default: 64)"
     )
+    p.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="the checkpoint's EMA weights (default) or its raw model weights",
+    )
     p.set_defaults(handler=_cmd_detector)
 
 
@@ -46,6 +52,7 @@ def _cmd_detector(args: argparse.Namespace) -> int:
             parity=args.parity_frames,
             int8=args.int8,
             calib_frames=args.calib_frames,
+            weights=args.weights,
         )
     except (ValueError, ExportError) as exc:
         raise CommandError(str(exc), exit_code=1) from None

@@ -66,6 +66,12 @@ def register(subparsers: Any) -> None:
     e.add_argument("--json", type=Path, required=True, help="write the metrics here")
     e.add_argument("--threads", type=int, default=2, help="inference threads (default: 2)")
     e.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="for a .pt checkpoint: its EMA weights (default) or raw model weights",
+    )
+    e.add_argument(
         "--allow-train-seeds", action="store_true", help="allow seeds < 1000 (debugging only)"
     )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,7 +109,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "score training sites"
         )
     result = evaluate_model(
-        args.model, args.seeds, args.num, threads=args.threads, progress=not args.no_progress
+        args.model,
+        args.seeds,
+        args.num,
+        threads=args.threads,
+        progress=not args.no_progress,
+        weights=args.weights,
     )
     save_json(result, args.json)
     print(format_table(result))

@@ -170,6 +170,7 @@ def evaluate_model(
     *,
     threads: int | None = None,
     progress: bool = True,
+    weights: str = "ema",
 ) -> dict[str, Any]:
     """Render ``num`` views of ``seeds``, run the model, and score it (the eval JSON)."""
     from tqdm import tqdm
@@ -178,7 +179,7 @@ def evaluate_model(
     from trainer.detect.infer import load_raw_fn
     from trainer.detect.views import SAMPLER
 
-    raw, class_names, info = load_raw_fn(model_path, threads=threads)
+    raw, class_names, info = load_raw_fn(model_path, threads=threads, weights=weights)
     views = list(
         tqdm(
             render_views(seeds, range(num), randomize=False),

@@ -50,18 +50,18 @@ class TorchDetector:
 
 
 def load_raw_fn(
-    path: Path, *, threads: int | None = None
+    path: Path, *, threads: int | None = None, weights: str = "ema"
 ) -> tuple[RawFn, list[str | None], dict[str, Any]]:
     """(raw function, class name per output class, description) for a ``.pt`` or model file."""
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
     if path.suffix == ".pt":
-        model, ckpt = load_checkpoint_model(path)
+        model, ckpt = load_checkpoint_model(path, ema=weights == "ema")
         if threads is not None:
             torch.set_num_threads(threads)
         det = TorchDetector(model)
         classes: list[str | None] = list(model.cfg.classes)
-        return det.raw, classes, {"format": "torch", "step": ckpt.get("step")}
+        return det.raw, classes, {"format": "torch", "step": ckpt.get("step"), "weights": weights}
     onnx_det = ModelDetector(path, threads=threads)
     return (
         onnx_det.raw,

@@ -105,6 +105,13 @@ def _threads(n: int) -> None:
     torch.set_num_threads(max(1, n))
 
 
+def _rank0() -> bool:
+    """True unless this is a torchrun rank other than 0 (only rank 0 prints and writes)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _progress(t0: float) -> Any:
     def report(name: str, step: int, steps: int, loss: float) -> None:
         if step % 100 == 0 or step == steps - 1:
@@ -135,6 +142,8 @@ def _cmd_base(args: argparse.Namespace) -> int:
     summary = pretrain_bases(
         args.tasks, args.out, args.small_steps, args.large_steps, _progress(time.perf_counter())
     )
+    if not _rank0():
+        return 0
     for size in ("small", "large"):
         s = summary[size]
         print(
@@ -148,6 +157,7 @@ def _cmd_experts(args: argparse.Namespace) -> int:
     from trainer.router.experts.train import train_experts
 
     _threads(args.threads)
+    # under `torchrun --nproc_per_node=K` the adapters train sharded with FSDP2 (apply_fsdp)
     manifest = train_experts(
         args.base,
         args.tasks,
@@ -158,6 +168,8 @@ def _cmd_experts(args: argparse.Namespace) -> int:
         quantize=not args.no_quantize,
         progress=_progress(time.perf_counter()),
     )
+    if not _rank0():
+        return 0
     for name, info in manifest["experts"].items():
         print(
             f"{name}: {info['parameters']:,} parameters, {info['train_tasks']} tasks, "

@@ -183,6 +183,8 @@ def train_lm(
 
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()  # bitsandbytes' 4-bit CPU path needs train mode before any forward
+    if is_distributed(model):
+        return _train_sharded(model, tokenizer, examples, config, optimizer, sched, progress)
     start, ema = time.perf_counter(), float("nan")
     order: list[int] = []
     for step in range(config.steps):
@@ -198,6 +200,71 @@ def train_lm(
         value = float(loss.detach())
         ema = value if math.isnan(ema) else 0.95 * ema + 0.05 * value
         if progress is not None:
+            progress(step, ema)
+    return {"steps": config.steps, "final_loss": ema, "seconds": time.perf_counter() - start}
+
+
+def shard_if_launched(model: Any) -> Any:
+    """Under ``torchrun``: join the process group and shard ``model`` with FSDP2 (in place).
+
+    A plain process gets ``model`` back untouched, so the same command runs either way.
+    """
+    from trainer.distributed.env import init_distributed, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return model
+    from trainer.distributed.fsdp import apply_fsdp, is_sharded
+
+    env = init_distributed()
+    if not is_sharded(model):
+        model = apply_fsdp(model.to(env.device))
+    return model
+
+
+def is_distributed(model: Any) -> bool:
+    """True for a model sharded by :func:`shard_if_launched`."""
+    from trainer.distributed.env import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return False
+    from trainer.distributed.fsdp import is_sharded
+
+    return bool(is_sharded(model))
+
+
+def _train_sharded(
+    model: Any,
+    tokenizer: Any,
+    examples: list[tuple[list[int], list[int]]],
+    config: TrainConfig,
+    optimizer: Any,
+    sched: Any,
+    progress: Callable[[int, float], None] | None,
+) -> dict[str, float]:
+    """:func:`train_lm`'s loop on an FSDP-sharded model: each rank takes its rows of the same
+    global batch, the loss is the global-token mean (as one process computes it), rank 0 alone
+    reports progress."""
+    from trainer.distributed.env import current_env
+    from trainer.distributed.step import shard_rows, to_device, train_step
+
+    env = current_env()
+    rng = random.Random(config.seed)
+    start, ema = time.perf_counter(), float("nan")
+    order: list[int] = []
+    batch_size = min(config.batch_size, len(examples))
+    batch_size -= batch_size % env.world_size
+    if batch_size == 0:
+        raise ValueError(f"batch size {config.batch_size} < world size {env.world_size}")
+    for step in range(config.steps):
+        if len(order) < batch_size:
+            order += rng.sample(range(len(examples)), len(examples))
+        batch = [examples[order.pop()] for _ in range(batch_size)]
+        mine = shard_rows(_collate(batch, tokenizer.pad_token_id), env.rank, env.world_size)
+        stats = train_step(model, [to_device(mine, env.device)], optimizer, env, grad_clip=1.0)
+        sched.step()
+        value = stats["loss"]
+        ema = value if math.isnan(ema) else 0.95 * ema + 0.05 * value
+        if progress is not None and env.is_main:
             progress(step, ema)
     return {"steps": config.steps, "final_loss": ema, "seconds": time.perf_counter() - start}
 
@@ -252,8 +319,21 @@ def generate(
 
 
 def save_pretrained(model: Any, tokenizer: Any, out: Path) -> Path:
-    """Save a model and its tokenizer as a Hugging Face folder."""
+    """Save a model (or peft adapter) and its tokenizer as a Hugging Face folder.
+
+    A sharded model is gathered first; only rank 0 writes.
+    """
+    state = None
+    if is_distributed(model):
+        from trainer.distributed.checkpoint import full_model_state
+        from trainer.distributed.env import current_env
+
+        env = current_env()
+        state = full_model_state(model, env)
+        if not env.is_main:
+            return out
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    model.save_pretrained(out, state_dict=state)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
     return out

@@ -11,6 +11,10 @@ LoRA on a 400 k-parameter base unable to learn the legal labels at all: loss stu
 ``math``, ``legal`` on the small base, and ``generalist`` on the large base with every task.
 The same function takes any Hugging Face causal-LM folder as a base (an 8B model on a GPU).
 
+Under ``torchrun --nproc_per_node=K`` both commands shard every model with FSDP2
+(:func:`~trainer.router.lm.shard_if_launched`, i.e. ``apply_fsdp``) and split each batch over the
+ranks; rank 0 alone reports progress and writes files. Single-process runs are unchanged.
+
 ``experts.json`` (schema ``sitehawk.router.experts/1``) lists each expert: base folder,
 adapter folder, the tasks it learned, and its parameter count — the cost model reads it.
 """
@@ -29,6 +33,7 @@ from trainer.router.lm import (
     count_parameters,
     format_prompt,
     save_pretrained,
+    shard_if_launched,
     train_lm,
 )
 from trainer.router.tasks import DOMAINS, SPLIT_FILES, Task, read_tasks
@@ -71,15 +76,30 @@ def pretrain_bases(
         ("large", large_steps, [(t.prompt, t.answer) for t in tasks]),
     ]
     for size, steps, pairs in plan:
-        model = build_model(size, tokenizer)
+        model = shard_if_launched(build_model(size, tokenizer))
         cb = (
             None if progress is None else (lambda s, loss, n=size, k=steps: progress(n, s, k, loss))
         )
         stats = train_lm(model, tokenizer, pairs, TrainConfig(steps=steps), cb)
         save_pretrained(model, tokenizer, Path(out) / size)
         summary[size] = {**stats, "parameters": count_parameters(model)}
-    (Path(out) / "bases.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if _is_main():
+        (Path(out) / "bases.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _is_main() -> bool:
+    """False on every torchrun rank but 0 (they train, but do not write files)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _device() -> str | None:
+    """This rank's device under torchrun (``cuda:LOCAL_RANK`` on GPUs), else None (auto)."""
+    from trainer.distributed.env import init_distributed, launched_by_torchrun
+
+    return init_distributed().device if launched_by_torchrun() else None
 
 
 def load_base(path: Path, quantize: bool = True, device: str | None = None) -> tuple[Any, Any]:
@@ -118,9 +138,10 @@ def train_adapter(
     progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """QLoRA: LoRA (rank ``rank``) on every projection of a 4-bit base; saves the adapter."""
+    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    model, tokenizer = load_base(base, quantize=quantize)
+    model, tokenizer = load_base(base, quantize=quantize, device=_device())
     if quantize:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
@@ -130,9 +151,10 @@ def train_adapter(
         target_modules=list(LORA_TARGETS),
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    torch.manual_seed(config.seed)  # the same LoRA init on every rank (and in every run)
+    model = shard_if_launched(get_peft_model(model, lora))
     stats = train_lm(model, tokenizer, pairs, config, progress)
-    model.save_pretrained(str(out))
+    save_pretrained(model, None, Path(out))
     return {**stats, "parameters": count_parameters(model)}
 
 
@@ -179,5 +201,6 @@ def train_experts(
             **stats,
         }
     manifest = {"schema": SCHEMA, "quantized": quantize, "experts": experts}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if _is_main():
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -12,7 +12,7 @@ from firmware_config.cli_common import build_root_parser, run_cli
 PROG = "sitehawk-export"
 
 #: Modules that add subcommands: each has ``register(subparsers)`` (heavy imports inside handlers).
-SUBCOMMAND_MODULES: tuple[str, ...] = ("export.detector_cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("export.detector_cli", "export.vlm_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

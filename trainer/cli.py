@@ -25,6 +25,7 @@ from firmware_config.cli_common import run_cli
 #: import their heavy dependencies inside the handlers, so ``--help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "trainer.detect.cli",
+    "trainer.vlm.cli",
     "trainer.router.cli",
 )
 

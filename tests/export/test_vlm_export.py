@@ -1,0 +1,145 @@
+"""GGUF export of the VLM: llama.cpp (llama-cpp-python + libmtmd) answers like transformers."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import cv2
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+llama_cpp = pytest.importorskip("llama_cpp")
+
+from edge.sim.generate import generate_site  # noqa: E402
+from edge.sim.render import Renderer  # noqa: E402
+from edge.sim.world import Site  # noqa: E402
+from edge.vlm.backend import LlamaCppBackend, VLMModelFiles  # noqa: E402
+from export import cli  # noqa: E402
+from export.vlm import export_vlm, logits_parity  # noqa: E402
+from trainer.vlm.data import _pose_towards  # noqa: E402
+from trainer.vlm.model import (  # noqa: E402
+    TinyVLMConfig,
+    VLMInfo,
+    build_tiny_model,
+    build_tokenizer,
+    load_vlm,
+    save_vlm,
+)
+from trainer.vlm.train import answer_questions  # noqa: E402
+
+TINY = TinyVLMConfig(
+    vision_hidden=32,
+    vision_layers=2,
+    vision_heads=2,
+    text_hidden=64,
+    text_layers=2,
+    text_heads=4,
+    text_intermediate=160,
+)
+QUESTION = "is the worker in the centre wearing a hard hat?"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.set_num_threads(1)
+    tok = build_tokenizer()
+    model = build_tiny_model(TINY, tok, seed=3)
+    out = tmp_path_factory.mktemp("vlm_ckpt")
+    return save_vlm(model, tok, out, VLMInfo(TINY.image_size, TINY.image_seq_len, "x"))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, checkpoint):
+    out = tmp_path_factory.mktemp("vlm_gguf")
+    export_vlm(checkpoint, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def frame():
+    """A worker seen by the virtual PTZ camera, rendered at the model's size (RGB)."""
+    site = Site(generate_site(7))
+    renderer = Renderer(site)
+    xy = site.workers_at(30.0).xy[0]
+    pose = _pose_towards(renderer, (xy[0], xy[1], 0.9), 4.0)
+    image = renderer.render(pose, 30.0, 96, 96, truth=False)[0].image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def test_manifest_names_files_with_sha256(exported):
+    manifest = json.loads((exported / "vlm.manifest.json").read_text())
+    assert manifest["schema"] == "sitehawk.vlm/1" and manifest["format"] == "gguf"
+    assert {"text", "mmproj"} == set(manifest["files"])
+    assert {"torch", "transformers", "gguf"} <= set(manifest["versions"])
+    files = VLMModelFiles.find(exported)  # verifies the sha256 of both files
+    assert files.text.name == "vlm.gguf" and files.mmproj.name == "vlm.mmproj.gguf"
+    (exported / "vlm.mmproj.gguf").write_bytes(files.mmproj.read_bytes() + b"\0")
+    try:
+        with pytest.raises(Exception, match="sha256 mismatch"):
+            VLMModelFiles.find(exported)
+    finally:
+        (exported / "vlm.mmproj.gguf").write_bytes(files.mmproj.read_bytes()[:-1])
+
+
+def test_llama_cpp_answers_a_rendered_frame_like_transformers(checkpoint, exported, frame):
+    backend = LlamaCppBackend(VLMModelFiles.find(exported), n_threads=1, kv_f32=True)
+    backend.load()
+    try:
+        answer = backend.ask(frame, QUESTION)
+        other = backend.ask(frame[::-1].copy(), QUESTION)
+    finally:
+        backend.close()
+    assert answer.error is None and answer.latency_ms > 0 and 0 < answer.confidence <= 1
+    model, layout = load_vlm(checkpoint)
+    expected = answer_questions(model, layout, [frame, frame[::-1].copy()], [QUESTION] * 2)
+    assert [answer.text, other.text] == expected
+
+
+def test_logits_match_transformers_with_f32_kv_cache(checkpoint, exported, frame):
+    parity = logits_parity(checkpoint, exported, frame, QUESTION)
+    assert parity["max_abs_diff"] < 1e-2 and parity["same_argmax"]
+
+
+def test_mtmd_chat_handler_runs_the_export(exported, frame):
+    """llama-cpp-python's own multimodal chat API, with the chat template from the GGUF."""
+    from llama_cpp.llama_chat_format import MTMDChatHandler
+
+    handler = MTMDChatHandler(str(exported / "vlm.mmproj.gguf"), verbose=False)
+    llm = llama_cpp.Llama(
+        str(exported / "vlm.gguf"), chat_handler=handler, n_ctx=256, n_threads=1, verbose=False
+    )
+    png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    reply = llm.create_chat_completion(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "text", "text": QUESTION},
+                ],
+            }
+        ],
+        temperature=0.0,
+        max_tokens=4,
+        repeat_penalty=1.0,
+    )
+    backend = LlamaCppBackend(VLMModelFiles.find(exported), n_threads=1)
+    backend.load()
+    try:
+        ours = backend.ask(frame, QUESTION).text
+    finally:
+        backend.close()
+        llm.close()
+    assert reply["choices"][0]["message"]["content"].strip() == ours
+
+
+def test_export_cli(tmp_path, checkpoint, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("export.vlm_cli",))
+    assert cli.main(["vlm", str(checkpoint), "--out", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "vlm.manifest.json").is_file()
+    assert cli.main(["vlm", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "no config.json" in capsys.readouterr().err

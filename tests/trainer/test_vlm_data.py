@@ -1,0 +1,99 @@
+"""VQA data from the virtual site: answers agree with the simulator's ground truth."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.geometry import points_in_polygon
+from edge.sim.generate import generate_site
+from edge.sim.world import Site
+from edge.vlm.questions import HAZARD_QUESTIONS
+from trainer import cli
+from trainer.vlm.data import (
+    COLOR_NAMES,
+    build_dataset,
+    load_image_rgb,
+    load_samples,
+    majority_baseline,
+)
+
+
+@pytest.fixture(scope="module")
+def hazard_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vqa_hazard")
+    build_dataset("hazard", 24, list(range(6)), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def sites():
+    return {seed: Site(generate_site(seed)) for seed in range(6)}
+
+
+def test_hazard_answers_match_ground_truth(hazard_dir, sites):
+    samples = load_samples(hazard_dir)
+    assert len(samples) == 24
+    for s in samples:
+        site = sites[s.seed]
+        assert s.question == HAZARD_QUESTIONS[s.type].question
+        if s.type in ("no_helmet", "no_vest"):
+            kit = "helmet" if s.type == "no_helmet" else "vest"
+            wears = bool(getattr(site.workers_at(s.t), kit)[s.target])
+            assert s.answer == ("yes" if wears else "no"), s
+        elif s.type == "zone_intrusion":
+            assert site.zone_active(s.target, s.t)
+            inside = points_in_polygon(site.workers_at(s.t).xy, site.zones[s.target]).any()
+            assert s.answer == ("yes" if inside else "no"), s
+        else:  # fire_smoke: a "yes" looks at a burning fire
+            if s.answer == "yes":
+                assert s.target in [f.index for f in site.fires_at(s.t)]
+        image = load_image_rgb(hazard_dir, s)
+        assert image.shape == (96, 96, 3) and image.std() > 1.0  # a real picture, not blank
+
+
+def test_yes_no_balanced_per_hazard_type(hazard_dir):
+    samples = load_samples(hazard_dir)
+    summary = json.loads((hazard_dir / "summary.json").read_text())
+    for kind in HAZARD_QUESTIONS:
+        answers = [s.answer for s in samples if s.type == kind]
+        assert sorted(set(answers)) == ["no", "yes"]
+        assert answers.count("yes") == answers.count("no")
+    assert majority_baseline(samples) == pytest.approx(0.5)
+    assert summary["majority_baseline"] == pytest.approx(0.5)
+    assert summary["held_out"] is False
+
+
+def test_general_answers_match_the_site(tmp_path, sites):
+    build_dataset("general", 18, [0, 1, 2], tmp_path, progress=False)
+    samples = load_samples(tmp_path)
+    checked = 0
+    for s in samples:
+        site = sites[s.seed]
+        if s.type == "helmet_color":
+            wears = bool(site.workers_at(s.t).helmet[s.target])
+            assert (s.answer == "none") == (not wears)
+            if wears:
+                assert s.answer in COLOR_NAMES
+            checked += 1
+        elif s.type == "machine_kind":
+            assert s.answer == site.spec.machines[s.target].kind
+            checked += 1
+        elif s.type == "count_workers":
+            assert 0 <= int(s.answer) <= 5
+    assert checked >= 4
+
+
+def test_dataset_cli_held_out_and_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("trainer.vlm.cli",))
+    out = tmp_path / "ho"
+    argv = ["dataset", "vqa", "--split", "hazard", "--num", "8", "--seeds", "1000-1001"]
+    assert cli.main([*argv, "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["held_out"] is True and summary["n"] == 8
+    assert "majority" in capsys.readouterr().out
+    assert cli.main([*argv[:-4], "--num", "0", "--out", str(out), "--no-progress"]) == 2
+    assert "--num must be positive" in capsys.readouterr().err
+    assert np.all([s.seed >= 1000 for s in load_samples(out)])

@@ -333,6 +333,10 @@ class Agent:
         self.clock: Clock = clock or SystemClock()
         self.topics = Topics(settings.topic_prefix, settings.site_id, settings.device_id)
         self.cameras = [CameraLoop(c, settings, outbox, self.topics, vlm_gate) for c in cameras]
+        #: shared by the cameras; one with ``start()`` / ``close()`` / ``stats()`` methods (a
+        #: :class:`~edge.alerts.vlm_gate.WorkerVlmGate`) is started by :meth:`start`, closed
+        #: by :meth:`stop` and reported in telemetry under ``vlm``
+        self.vlm_gate = vlm_gate
         self.models: dict[str, str] = {}
         for cam in self.cameras:
             self.models.update(cam.models)
@@ -367,6 +371,7 @@ class Agent:
             if self.link is not None:
                 self.link.status_info = self.status_info
                 self.link.start()
+            _call_optional(self.vlm_gate, "start")  # the VLM loads in its own thread
             if self.settings.alert_log is not None:
                 self.settings.alert_log.parent.mkdir(parents=True, exist_ok=True)
                 self._alert_log = self.settings.alert_log.open("a", encoding="utf-8")
@@ -405,6 +410,7 @@ class Agent:
             for cam in self.cameras:
                 cam.setup.source.close()
                 cam.setup.detector.close()
+            _call_optional(self.vlm_gate, "close")
             if self._alert_log is not None:
                 self._alert_log.close()
                 self._alert_log = None
@@ -507,6 +513,7 @@ class Agent:
             "connected": link.connected if link is not None else None,
             "reconnects": link.reconnects if link is not None else 0,
             "temperatures": read_temperatures(),
+            "vlm": _call_optional(self.vlm_gate, "stats"),
         }
 
     def _publish_telemetry(self) -> None:
@@ -517,6 +524,12 @@ class Agent:
             self.link.publish_telemetry(json.dumps(message, separators=(",", ":")).encode())
         for hook in self.on_telemetry:
             hook(message)
+
+
+def _call_optional(obj: object, method: str) -> Any:
+    """``obj.method()`` when ``obj`` has such a method, else None."""
+    fn = getattr(obj, method, None)
+    return fn() if callable(fn) else None
 
 
 def _utc(moment: datetime) -> str:

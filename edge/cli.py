@@ -151,7 +151,13 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "--perception", choices=("sim", "detector"),
         help="detector: the detector model (the config's models.detector, else the shipped "
         "models/detector.onnx); sim: simulated perception (virtual cameras only). Default: the "
-        "config's detector if set, the shipped detector on the built-in site, else sim",
+        "config's detector if set, else sim",
+    )  # fmt: skip
+    p.add_argument(
+        "--vlm", choices=("on", "off"),
+        help="ask the VLM before raising (rules with vlm_check; only a confident contradiction "
+        "suppresses an alert). on: the config's VLM, else the shipped models/vlm/vlm.gguf "
+        "in-process; off: none. Default: the config's vlm.backend; off on the built-in site",
     )  # fmt: skip
     p.set_defaults(handler=_cmd_run)
 
@@ -206,7 +212,8 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--vlm", choices=("on", "off"), default="off",
-        help="ask the VLM before raising (on: not shipped yet; default off)",
+        help="on: the rules with vlm_check ask the VLM before raising (the config's VLM, else "
+        "the shipped models/vlm/vlm.gguf); default off",
     )  # fmt: skip
     p.add_argument(
         "--duration", type=float, default=120.0, help="site time per seed, seconds (default 120)"
@@ -417,6 +424,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
         onvif=args.onvif,
         perception=args.perception,
+        vlm=None if args.vlm is None else args.vlm == "on",
     )
     root = logging.getLogger()
     with RunConsole(status_interval_s=opts.status_interval_s) as console:

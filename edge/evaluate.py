@@ -14,10 +14,17 @@ What the agent runs with: each seed's own site layout (camera mount, limits, wor
 zone per machine, active while the machine moves — :func:`~edge.sim.device_config.
 device_config_for_site`) and, from ``--config FILE`` when given, the device's hazard rules
 (thresholds), policy (name, control rate, parameters), time zone and policy model. The file's
-cameras and zones are not used (they describe another site), nor its broker or VLM;
+cameras and zones are not used (they describe another site), nor its broker;
 ``--perception detector`` runs its `models.detector` (else the shipped ``models/detector.onnx``),
 ``--perception sim`` the simulated perception. Without ``--config`` the rules are the defaults and
 the policy is the shipped baseline (``greedy``), as on `sitehawk-edge run`'s built-in site.
+
+``--vlm on`` runs the VLM gate (issue 5) as `sitehawk-edge run --vlm on` does: the hazard rules
+with ``vlm_check`` ask the VLM before raising (suppressed only on a confident contradiction).
+The VLM is the ``--config`` file's (``vlm`` and ``models.vlm``) when it sets a backend, else the
+shipped ``models/vlm/vlm.gguf`` in-process (llama-cpp-python). ``--vlm off``: no VLM is asked.
+The VLM's timeout runs on the wall clock while the site runs faster than real time, so a run
+with ``--vlm on`` is not bit-for-bit repeatable (an answer may land a frame earlier or later).
 
 The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
 
@@ -29,8 +36,8 @@ The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
 * ``alerts``, ``hazards``, ``matched`` (ints): raised alerts, hazard events active in the
   windows, events found.
 * ``seeds`` (list of ints), ``duration_s`` (site seconds per seed), ``site_time_s`` (all seeds).
-* ``policy``, ``perception`` (``sim`` | ``detector``), ``vlm`` (``off``), ``config`` (the file,
-  or null).
+* ``policy``, ``perception`` (``sim`` | ``detector``), ``vlm`` (``on`` | ``off``), ``config``
+  (the file, or null).
 * ``thresholds``: the hazard rules used, per type: ``enabled``, ``min_confidence``, ``dwell_s``,
   ``cooldown_s``, ``severity``.
 * ``grace_s``, ``margin_deg``: the matching rule's grace and margin.
@@ -173,11 +180,6 @@ def check_options(opts: EvalOptions) -> None:
     """Refuse what this build cannot evaluate, with the option named (before any work)."""
     if opts.perception not in PERCEPTIONS:
         raise EvalError(f"--perception {opts.perception}: choose sim or detector")
-    if opts.vlm:
-        raise EvalError(
-            "--vlm on: no VLM is shipped in this build yet (the VLM check is not part of it); "
-            "evaluate with --vlm off"
-        )
     if not opts.seeds:
         raise EvalError("--seeds: no seeds given")
     if opts.duration_s <= 0:
@@ -219,12 +221,54 @@ def plan(opts: EvalOptions) -> EvalPlan:
         if not detector.is_file():
             where = "models.detector of --config" if configured is not None else "shipped"
             raise EvalError(f"--perception detector: {detector} ({where}): no such model file")
+    if opts.vlm:
+        check_vlm(base)
     return EvalPlan(name, base, opts.config, detector)
 
 
-def seed_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConfig:
+def check_vlm(base: DeviceConfig | None) -> None:
+    """``--vlm on``: refuse, before any seed runs, a VLM that cannot answer here (an
+    in-process one without llama-cpp-python or with missing or altered model files)."""
+    import importlib.util
+
+    from edge.runner import SHIPPED_VLM
+    from edge.vlm.backend import VLMModelFiles, VLMUnavailable
+
+    if base is not None and base.vlm.backend == "openai":
+        return  # a server: its availability is the run's (unanswered questions: unconfirmed)
+    configured = base.models.vlm if base is not None else None
+    model = Path(configured) if configured is not None else SHIPPED_VLM
+    where = "models.vlm of --config" if configured is not None else "shipped"
+    try:
+        VLMModelFiles.find(model)
+    except VLMUnavailable as exc:
+        raise EvalError(f"--vlm on: {model} ({where}): {exc}") from None
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise EvalError(
+            "--vlm on: the in-process VLM needs llama-cpp-python: pip install 'sitehawk[vlm]'"
+        )
+
+
+def seed_config(
+    seed: int, the_plan: EvalPlan, duration_s: float, vlm: bool = False
+) -> DeviceConfig:
     """The config the agent runs with on ``seed``: the site's own layout, the plan's rules and
-    policy, no broker, the plan's perception, no VLM (see the module doc)."""
+    policy, no broker, the plan's perception, and with ``vlm`` the plan's VLM (see the module
+    doc)."""
+    config = _site_config(seed, the_plan, duration_s)
+    if not vlm:
+        return config
+    from edge.runner import apply_vlm_option
+
+    base = the_plan.base
+    if base is not None and base.vlm.backend != "none":
+        models = config.models.model_copy(update={"vlm": base.models.vlm})
+        config = config.model_copy(update={"vlm": base.vlm, "models": models})
+    return apply_vlm_option(config, True)
+
+
+def _site_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConfig:
+    """:func:`seed_config` without the VLM (``vlm.backend: none``)."""
     from pydantic import ValidationError
 
     from edge.sim.device_config import device_config_for_site
@@ -272,7 +316,7 @@ def run_seed(seed: int, the_plan: EvalPlan, opts: EvalOptions) -> SeedResult:
     from edge.report import score_run
     from edge.runner import RunError, RunOptions, prepare
 
-    config = seed_config(seed, the_plan, opts.duration_s)
+    config = seed_config(seed, the_plan, opts.duration_s, opts.vlm)
     with tempfile.TemporaryDirectory(prefix=f"sitehawk-eval-{seed}-") as tmp_name:
         tmp = Path(tmp_name)
         config_path = tmp / "device.yaml"

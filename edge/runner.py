@@ -23,6 +23,11 @@ it, and write the run folder.
   (:class:`~edge.camera.onvif_server.VirtualOnvifServer`, with a fresh password) and the agent
   steers it through :class:`~edge.camera.onvif.OnvifPTZ` — the code path of a real camera — while
   its frames stay in-process.
+* The VLM gate (issue 5): ``vlm.backend`` ``llamacpp`` (``models.vlm``, in-process) or
+  ``openai`` (``vlm.url``) builds a :class:`~edge.alerts.vlm_gate.WorkerVlmGate` that the rules
+  with ``vlm_check`` ask before raising (:func:`build_vlm_gate`); ``--vlm on`` turns it on with
+  the shipped ``models/vlm/vlm.gguf`` where the config has no VLM (the built-in site never has),
+  ``--vlm off`` turns a configured one off. The model loads in the VLM worker's thread.
 * The run folder (``--out``, default ``runs/<time>``) gets ``alerts.jsonl`` (every alert as
   published), ``status.json`` (the final status message plus run statistics and, on a virtual
   site, the score) and ``report.html`` (:mod:`edge.report`).
@@ -46,6 +51,7 @@ from typing import Any
 from edge import __version__
 from edge.agent import Agent, AlertRecord, CameraSetup, Clock, FrameReport, SystemClock
 from edge.alerts.schema import format_utc
+from edge.alerts.vlm_gate import WorkerVlmGate
 from edge.camera.onvif import OnvifError, OnvifPTZ, OnvifSettings, with_credentials
 from edge.camera.onvif_server import VirtualOnvifServer
 from edge.camera.ptz import PTZDriver
@@ -88,6 +94,10 @@ SHIPPED_DETECTOR = Path(__file__).resolve().parents[1] / "models" / "detector.on
 CHECKPOINT_INTERVAL_S = 1.0
 #: The one policy a camera without PTZ (rtsp) runs: its fixed view is the static wide view.
 FIXED_VIEW_POLICY = "static_wide"
+#: The VLM the repository ships (GGUF + mmproj + manifest; docs/vlm.md), for ``--vlm on``.
+SHIPPED_VLM = Path(__file__).resolve().parents[1] / "models" / "vlm" / "vlm.gguf"
+#: llama.cpp threads of the in-process VLM: one, so the control loop keeps a core.
+VLM_THREADS = 1
 #: The ONVIF user of a virtual camera served with --onvif (its password is fresh per run).
 VIRTUAL_ONVIF_USER = "sitehawk"
 
@@ -114,6 +124,7 @@ class RunOptions:
     report: bool = True
     onvif: bool = False  # steer virtual cameras through their ONVIF service on loopback
     perception: str | None = None  # "sim" | "detector" | None (see detector_model)
+    vlm: bool | None = None  # --vlm on / off; None: the config's vlm.backend (see apply_vlm_option)
 
 
 @dataclass
@@ -211,6 +222,57 @@ def resolve_config(opts: RunOptions) -> tuple[DeviceConfig, str, bool]:
     return config, origin, built_in
 
 
+def apply_vlm_option(config: DeviceConfig, vlm: bool | None) -> DeviceConfig:
+    """``--vlm``: None keeps the config's ``vlm``; off sets ``vlm.backend: none``; on keeps a
+    configured backend, else llama.cpp with ``models.vlm`` (the shipped model when unset)."""
+    if vlm is None or (vlm and config.vlm.backend != "none"):
+        return config
+    if not vlm:
+        return config.model_copy(update={"vlm": config.vlm.model_copy(update={"backend": "none"})})
+    model = config.models.vlm if config.models.vlm is not None else SHIPPED_VLM
+    return config.model_copy(
+        update={
+            "vlm": config.vlm.model_copy(update={"backend": "llamacpp"}),
+            "models": config.models.model_copy(update={"vlm": Path(model)}),
+        }
+    )
+
+
+def build_vlm_gate(config: DeviceConfig) -> WorkerVlmGate | None:
+    """The VLM gate of ``config.vlm`` (None for ``backend: none``); nothing is loaded or
+    started here (:meth:`Agent.start` starts the worker, which loads the model in its thread).
+
+    Raises :class:`RunError` naming ``models.vlm`` when the model files are missing or do not
+    match their manifest.
+    """
+    from edge.alerts.vlm_gate import DEFAULT_IMAGE_SIZE
+    from edge.vlm.backend import LlamaCppBackend, OpenAIHTTPBackend, VLMModelFiles, VLMUnavailable
+    from edge.vlm.worker import VLMWorker
+
+    settings = config.vlm
+    backend: LlamaCppBackend | OpenAIHTTPBackend
+    if settings.backend == "none":
+        return None
+    if settings.backend == "llamacpp":
+        assert config.models.vlm is not None  # DeviceConfig requires it for llamacpp
+        try:
+            files = VLMModelFiles.find(Path(config.models.vlm))
+        except VLMUnavailable as exc:
+            raise RunError(f"models.vlm {config.models.vlm}: {exc}") from None
+        backend = LlamaCppBackend(files, n_threads=VLM_THREADS)
+        size = int(files.manifest.get("image_size_px") or DEFAULT_IMAGE_SIZE)
+    else:
+        assert settings.url is not None  # DeviceConfig requires it for openai
+        backend = OpenAIHTTPBackend(
+            str(settings.url),
+            model=settings.model or "sitehawk-vlm",
+            timeout_s=settings.timeout_s,
+        )
+        size = DEFAULT_IMAGE_SIZE
+    worker = VLMWorker(backend, timeout_s=settings.timeout_s, max_queue=settings.max_queue)
+    return WorkerVlmGate(worker, image_size=size)
+
+
 def check_cameras(config: DeviceConfig) -> None:
     """Refuse sources and models this build cannot run, naming the camera and the source."""
     for cam in config.cameras:
@@ -223,26 +285,26 @@ def check_cameras(config: DeviceConfig) -> None:
         raise RunError(f"models.detector: {detector}: no such model file")
 
 
-def detector_model(opts: RunOptions, config: DeviceConfig, built_in: bool) -> Path | None:
+def detector_model(opts: RunOptions, config: DeviceConfig) -> Path | None:
     """The detector model the run's cameras use, or None for simulated perception.
 
     ``--perception sim`` forces simulated perception (virtual cameras only); ``detector`` forces
     the model (the config's, else the shipped one). By default a config's `models.detector` is
-    used when set, and the built-in site runs the shipped detector when it is present.
+    used when set; the built-in site runs simulated perception until the shipped detector's
+    alerts match it (`sitehawk-edge eval --perception detector` measures that; README).
     """
     if opts.perception == "sim":
         return None
     configured = Path(config.models.detector) if config.models.detector is not None else None
     if configured is not None:
         return configured
-    if opts.perception == "detector" or built_in:
-        if SHIPPED_DETECTOR.is_file():
-            return SHIPPED_DETECTOR
-        if opts.perception == "detector":
+    if opts.perception == "detector":
+        if not SHIPPED_DETECTOR.is_file():
             raise RunError(
                 f"--perception detector: no models.detector in the config and no shipped "
                 f"detector at {SHIPPED_DETECTOR}"
             )
+        return SHIPPED_DETECTOR
     return None
 
 
@@ -461,9 +523,10 @@ def prepare(opts: RunOptions, console: RunConsole) -> PreparedRun:
     if opts.duration_s <= 0:
         raise RunError(f"--duration must be positive, got {opts.duration_s:g}")
     config, origin, built_in = resolve_config(opts)
+    config = apply_vlm_option(config, opts.vlm)
     check_cameras(config)
     policy_name = choose_policy(opts, config, built_in)
-    detector_path = detector_model(opts, config, built_in)
+    detector_path = detector_model(opts, config)
     try:
         models = model_digests(config, ("policy",) if policy_name == "learned" else ())
         models.update(model_digests(config, ("vlm",)) if config.vlm.backend == "llamacpp" else {})
@@ -539,7 +602,9 @@ def prepare(opts: RunOptions, console: RunConsole) -> PreparedRun:
             link = MqttLink(link_settings, outbox, topics, StatusInfo(0, __version__, models))
         # message timestamps follow site time only when every camera is on a virtual site
         clock: Clock = _site_clock(rigs) if rigs and not streams else SystemClock()
-        agent = Agent(settings, cameras, outbox, link=link, clock=clock)
+        agent = Agent(
+            settings, cameras, outbox, link=link, clock=clock, vlm_gate=build_vlm_gate(config)
+        )
     except BaseException:
         for server in servers:
             server.stop()

@@ -159,6 +159,19 @@ def check_parity(
     return ParityResult(len(frames), max_diff, total, bad)
 
 
+def _output_convs(path: Path, num_classes: int) -> list[str]:
+    """Names of the Conv nodes whose weights have 4 or ``num_classes`` output channels."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and shapes.get(n.input[1], [0])[0] in (4, num_classes)
+    ]
+
+
 def quantize_int8(
     fp32: Path, out: Path, model: SiteDetector, calib_frames: int = 64, progress: bool = True
 ) -> dict[str, Any]:
@@ -190,12 +203,17 @@ def quantize_int8(
 
     pre = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(pre))
+    # The heads' last 1×1 convolutions (4 box channels, one per class) stay fp32: their outputs
+    # become pixel coordinates and scores, where 8-bit steps would move a 4-px box by a pixel.
+    excluded = _output_convs(pre, model.cfg.num_classes)
     try:
         quantize_static(
             str(pre),
             str(out),
             Reader(),
             quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"],
+            nodes_to_exclude=excluded,
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -205,6 +223,8 @@ def quantize_int8(
         pre.unlink(missing_ok=True)
     return {
         "format": "QDQ",
+        "quantized_ops": ["Conv"],
+        "fp32_nodes": excluded,
         "weights": "int8 per-channel",
         "activations": "uint8 per-tensor (MinMax)",
         "calibration_frames": len(images),

@@ -6,7 +6,12 @@ rules produced and decides, per hazard *event*:
 * **raised** once the event was observed for its rule's ``dwell_s`` — continuously, gaps of up to
   ``max_gap_s`` allowed — with a new uuid4 ``alert_id``, an evidence JPEG and a ``seq`` from the
   state store. An optional VLM gate is asked first when the rule says ``require_vlm``; it
-  suppresses the alert only on a confident contradiction (``confirmed: false``).
+  suppresses the alert only on a confident contradiction (``confirmed: false``). A gate may
+  answer at once (a :class:`VlmCheck`) or return a :class:`PendingVlmCheck`: the event then
+  waits in ``verifying`` (its evidence JPEG already cut from the frame that asked) and is
+  raised or suppressed on the first later frame whose :meth:`update` finds the answer — the
+  control loop never waits for the VLM. The gate itself bounds the wait (its timeout resolves
+  as ``error: "timeout"``, ``confirmed: null``: the alert goes out).
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
   location and the raised message's ``evidence`` (same ``snapshot_topic`` and ``sha256``: no new
   JPEG is sent; a subscriber already has it).
@@ -47,7 +52,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -79,11 +84,22 @@ REBIND_GROWTH_MAX = 3.0
 STATE_SCHEMA = "sitehawk.alert-state/1"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-#: Asked before raising when a rule has ``require_vlm``: (observation, frame, pose) → the VLM
-#: outcome for the alert's ``vlm`` field, or None when no VLM was asked.
-VlmGate = Callable[[HazardObservation, np.ndarray, PTZPose], VlmCheck | None]
 
-EventStatus = Literal["pending", "raised", "suppressed"]
+class PendingVlmCheck(Protocol):
+    """A VLM question in flight: :meth:`poll` never blocks and must resolve in bounded time."""
+
+    def poll(self) -> VlmCheck | None:
+        """The outcome for the alert's ``vlm`` field once known (answer, timeout, failure),
+        else None (still waiting)."""
+        ...
+
+
+#: Asked before raising when a rule has ``require_vlm``: (observation, frame, pose) → the VLM
+#: outcome for the alert's ``vlm`` field now, a :class:`PendingVlmCheck` to poll on later
+#: frames, or None when no VLM was asked (the alert goes out with ``vlm: null``).
+VlmGate = Callable[[HazardObservation, np.ndarray, PTZPose], VlmCheck | PendingVlmCheck | None]
+
+EventStatus = Literal["pending", "verifying", "raised", "suppressed"]
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,8 @@ class Emitted:
 
 @dataclass
 class _Event:
-    """One hazard event the manager follows (pending → raised → cleared, or suppressed)."""
+    """One hazard event the manager follows (pending → [verifying →] raised → cleared, or
+    suppressed)."""
 
     hazard: Hazard
     key: str
@@ -126,6 +143,10 @@ class _Event:
     evidence: AlertEvidence | None = None
     vlm: VlmCheck | None = None
     restored: bool = False
+    #: while ``verifying``: the question in flight and what the raise will carry (the evidence
+    #: of the frame that asked and the location of its observation)
+    question: PendingVlmCheck | None = None
+    held: tuple[bytes, AlertEvidence, AlertLocation] | None = None
 
     def to_state(self) -> dict[str, Any]:
         """JSON for the state store (times only as wall clock: the timing clock restarts)."""
@@ -282,6 +303,9 @@ class AlertManager:
         emitted, changed = self._expire(observed, now, wall)
         raised, changed_now, touched_raised = self._observe(matches, now, wall, frame, pose)
         emitted += raised
+        answered = self._collect_answers(wall)
+        emitted += answered
+        changed_now = changed_now or bool(answered)
         due = touched_raised and now - self._persisted_t >= self.persist_interval_s
         if changed or changed_now or due:
             self._persist(now)
@@ -396,9 +420,15 @@ class AlertManager:
             touched_raised = touched_raised or ev.status == "raised"
             if ev.status != "pending" or now - ev.first_seen_t < rule.dwell_s:
                 continue
-            vlm = None
+            vlm: VlmCheck | PendingVlmCheck | None = None
             if rule.require_vlm and self.vlm_gate is not None:
                 vlm = self.vlm_gate(obs, frame, pose)
+            if vlm is not None and not isinstance(vlm, dict):
+                # asked, answer later: keep this frame's evidence for the raise
+                ev.status, ev.question = "verifying", vlm
+                jpeg, evidence = self._evidence(obs, frame)
+                ev.held = (jpeg, evidence, location)
+                continue  # answered on this or a later frame: see _collect_answers
             if vlm is not None and vlm.get("confirmed") is False:
                 ev.status, ev.vlm = "suppressed", vlm
                 log.info("%s %s suppressed by the VLM: %r", ev.hazard, ev.key, vlm)
@@ -406,6 +436,49 @@ class AlertManager:
             emitted.append(self._raise(ev, obs, vlm, frame, wall))
             changed = True
         return emitted, changed, touched_raised
+
+    def _collect_answers(self, wall: str) -> list[Emitted]:
+        """Raise or suppress the ``verifying`` events whose VLM answer came (never blocks)."""
+        emitted: list[Emitted] = []
+        for ev in self._events:
+            if ev.status != "verifying" or ev.question is None or ev.held is None:
+                continue
+            vlm = ev.question.poll()
+            if vlm is None:
+                continue
+            jpeg, evidence, location = ev.held
+            ev.question = ev.held = None
+            ev.vlm = vlm
+            if vlm.get("confirmed") is False:
+                ev.status = "suppressed"
+                log.info("%s %s suppressed by the VLM: %r", ev.hazard, ev.key, vlm)
+                continue
+            ev.alert_id = str(uuid.uuid4())
+            ev.evidence = {
+                **evidence,
+                "snapshot_topic": self.snapshot_topic(ev.alert_id),
+            }
+            ev.location = location  # where the evidence shows it (its bbox crops the JPEG)
+            ev.status = "raised"
+            emitted.append(Emitted(self._message(ev, "raised", wall), jpeg))
+        return emitted
+
+    def _evidence(self, obs: HazardObservation, frame: np.ndarray) -> tuple[bytes, AlertEvidence]:
+        """The evidence JPEG of ``obs`` in ``frame`` and its ``evidence`` (topic left empty)."""
+        jpeg, width, height = render_snapshot(
+            frame,
+            obs.bbox,
+            f"{obs.type} {obs.confidence:.2f}",
+            max_width=self.snapshot_max_width,
+            jpeg_quality=self.jpeg_quality,
+        )
+        evidence: AlertEvidence = {
+            "snapshot_topic": "",
+            "snapshot_sha256": hashlib.sha256(jpeg).hexdigest(),
+            "width": width,
+            "height": height,
+        }
+        return jpeg, evidence
 
     def _raise(
         self,
@@ -417,19 +490,8 @@ class AlertManager:
     ) -> Emitted:
         ev.alert_id = str(uuid.uuid4())
         ev.vlm = vlm
-        jpeg, width, height = render_snapshot(
-            frame,
-            obs.bbox,
-            f"{obs.type} {obs.confidence:.2f}",
-            max_width=self.snapshot_max_width,
-            jpeg_quality=self.jpeg_quality,
-        )
-        ev.evidence = {
-            "snapshot_topic": self.snapshot_topic(ev.alert_id),
-            "snapshot_sha256": hashlib.sha256(jpeg).hexdigest(),
-            "width": width,
-            "height": height,
-        }
+        jpeg, evidence = self._evidence(obs, frame)
+        ev.evidence = {**evidence, "snapshot_topic": self.snapshot_topic(ev.alert_id)}
         ev.status = "raised"
         return Emitted(self._message(ev, "raised", wall), jpeg)
 

@@ -351,7 +351,9 @@ class OpenAIHTTPBackend:
         max_new_tokens: int = 4,
         opener: Callable[..., Any] | None = None,
     ):
-        self.url = base_url.rstrip("/") + "/v1/chat/completions"
+        base = base_url.rstrip("/")
+        # the server's root or its /v1 (device configs give e.g. http://127.0.0.1:8000/v1)
+        self.url = base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
         self.model = model
         self.timeout_s = timeout_s
         self.api_key = api_key

@@ -1,0 +1,188 @@
+"""The VLM gate: the question an alert asks before it is raised, off the control loop.
+
+:class:`WorkerVlmGate` is the :data:`~edge.alerts.manager.VlmGate` the agent hands its
+:class:`~edge.alerts.manager.AlertManager`\\ s. When a rule with ``require_vlm`` is about to
+raise, the manager calls the gate with the observation, the frame and the pose; the gate cuts a
+square crop around the detection (the view the model was trained on, per hazard type: head and
+shoulders for ``no_helmet``, the whole worker for ``no_vest``, a wider view for
+``zone_intrusion`` and ``fire_smoke``), scales it to the model's image size, submits the
+hazard's yes/no question to a :class:`~edge.vlm.worker.VLMWorker` (returns at once) and hands
+back a :class:`PendingQuestion`. The manager polls it on later frames (never blocking); the
+worker's timeout bounds the wait.
+
+The outcome follows DESIGN.md's gate rule through :func:`edge.vlm.questions.confirmation`:
+``confirmed: false`` only for a confident contradiction (the only case that suppresses the
+alert); a timeout, a failure (``error: "timeout"`` / ``"unavailable"``, ``answer: null``) or an
+unconfident or unparseable answer gives ``confirmed: null`` and the alert goes out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.alerts.rules import HazardObservation
+from edge.alerts.schema import VlmCheck
+from edge.geometry import PTZPose
+from edge.vlm.backend import VLMAnswer
+from edge.vlm.questions import HAZARD_QUESTIONS, confirmation
+from edge.vlm.worker import VLMRequest, VLMWorker
+
+#: The image size the shipped model was trained on (its manifest's ``image_size_px``).
+DEFAULT_IMAGE_SIZE = 96
+#: A contradiction suppresses only at this answer probability or above (docs/vlm.md).
+DEFAULT_MIN_CONFIDENCE = 0.8
+#: Crops are never smaller than this many frame pixels (tiny ones are upsampled, as in training).
+MIN_CROP_PX = 16
+
+# Crop geometry per question view, in units of the detection box's height (person boxes) or
+# its larger side (fire): the training data's framing (trainer/vlm/data.py: head and shoulders,
+# 0.75 m of a ~1.75 m worker, fill 60-90 % of the crop, centred 0.3 m below the top of the head;
+# a whole worker fills 65-95 %).
+_HEAD_SPAN = 0.75 / 1.75  # head and shoulders, as a share of the person's height
+_HEAD_CENTRE = 0.3 / 1.75  # their centre below the top of the box, same units
+_HEAD_FILL = 0.75
+_WORKER_FILL = 0.8
+_ZONE_SIDE = 4.0  # a person and the ground around them
+_VIEW_SIDE = 2.0  # fire/smoke and its surroundings
+
+
+def question_crop(
+    frame_bgr: np.ndarray, bbox: tuple[float, float, float, float], hazard: str, size: int
+) -> np.ndarray:
+    """The RGB ``size``×``size`` crop the VLM is asked about for ``hazard`` at ``bbox``.
+
+    ``bbox`` is the observation's normalised [x_min, y_min, x_max, y_max]. The square window is
+    shifted (never padded) to stay inside the frame and shrunk to the frame when larger.
+    """
+    h, w = frame_bgr.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    bw, bh = max(x1 - x0, 0.0) * w, max(y1 - y0, 0.0) * h
+    cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
+    view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
+    if hazard == "no_helmet":
+        side = bh * _HEAD_SPAN / _HEAD_FILL
+        cy = y0 * h + bh * _HEAD_CENTRE
+    elif view == "worker":
+        side = bh / _WORKER_FILL
+    elif view == "zone":
+        side = bh * _ZONE_SIDE
+    else:
+        side = max(bw, bh) * _VIEW_SIDE
+    side = min(max(side, float(MIN_CROP_PX)), float(min(h, w)))
+    n = max(1, int(round(side)))
+    left = int(round(min(max(cx - n / 2, 0.0), w - n)))
+    top = int(round(min(max(cy - n / 2, 0.0), h - n)))
+    crop = frame_bgr[top : top + n, left : left + n]
+    interp = cv2.INTER_AREA if n > size else cv2.INTER_LINEAR
+    resized = cv2.resize(crop, (size, size), interpolation=interp)
+    return np.ascontiguousarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
+
+
+def vlm_check(
+    hazard: str, question: str, answer: VLMAnswer, min_confidence: float = DEFAULT_MIN_CONFIDENCE
+) -> VlmCheck:
+    """The alert's ``vlm`` object for one answer (or timeout / failure), per DESIGN.md."""
+    error = answer.error if answer.error in ("timeout", "unavailable") else None
+    if answer.error is not None and error is None:
+        error = "unavailable"  # an unknown error kind is still a failure: never suppress
+    confirmed = (
+        None
+        if error is not None
+        else confirmation(hazard, answer.text, answer.confidence, min_confidence)
+    )
+    latency = answer.latency_ms
+    return {
+        "question": question,
+        "answer": None if error is not None else answer.text,
+        "confirmed": confirmed,
+        "latency_ms": round(latency, 1) if math.isfinite(latency) and latency >= 0 else None,
+        "error": error,  # type: ignore[typeddict-item]  # narrowed to the two kinds above
+    }
+
+
+@dataclass
+class PendingQuestion:
+    """One hazard question in flight (a :class:`~edge.alerts.manager.PendingVlmCheck`)."""
+
+    hazard: str
+    question: str
+    request: VLMRequest
+    gate: WorkerVlmGate
+
+    def poll(self) -> VlmCheck | None:
+        """The ``vlm`` object once answered, timed out or failed; None meanwhile (never
+        blocks)."""
+        answer = self.request.answer()
+        if answer is None:
+            return None
+        check = vlm_check(self.hazard, self.question, answer, self.gate.min_confidence)
+        self.gate.record(check)
+        return check
+
+
+class WorkerVlmGate:
+    """Asks a :class:`~edge.vlm.worker.VLMWorker` before an alert is raised (never blocks).
+
+    ``image_size``: the crop's side in pixels (the model's input; the shipped model's 96).
+    ``counts`` (for telemetry and tests): ``asked``, ``confirmed``, ``contradicted``,
+    ``unconfirmed`` (answered without a verdict), ``timeout``, ``unavailable``.
+    """
+
+    def __init__(
+        self,
+        worker: VLMWorker,
+        *,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    ):
+        if image_size < 8:
+            raise ValueError(f"image_size: {image_size} is too small")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence: {min_confidence} is not within 0-1")
+        self.worker = worker
+        self.image_size = image_size
+        self.min_confidence = min_confidence
+        self.counts: Counter[str] = Counter()
+
+    def __call__(
+        self, observation: HazardObservation, frame: np.ndarray, pose: PTZPose
+    ) -> PendingQuestion | None:
+        """Submit the hazard's question about a crop of ``frame``; None for a hazard type
+        without a question (the alert then goes out with ``vlm: null``)."""
+        q = HAZARD_QUESTIONS.get(observation.type)
+        if q is None:
+            return None
+        crop = question_crop(frame, observation.bbox, observation.type, self.image_size)
+        self.counts["asked"] += 1
+        request = self.worker.submit(crop, q.question)
+        return PendingQuestion(observation.type, q.question, request, self)
+
+    def start(self) -> None:
+        """Start the worker (the backend loads in its thread: nothing waits for it)."""
+        self.worker.start()
+
+    def record(self, check: VlmCheck) -> None:
+        """Count one outcome."""
+        if check["error"] is not None:
+            self.counts[check["error"]] += 1
+        elif check["confirmed"] is True:
+            self.counts["confirmed"] += 1
+        elif check["confirmed"] is False:
+            self.counts["contradicted"] += 1
+        else:
+            self.counts["unconfirmed"] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for telemetry / status (every key present, zeros included)."""
+        keys = ("asked", "confirmed", "contradicted", "unconfirmed", "timeout", "unavailable")
+        return {k: int(self.counts[k]) for k in keys}
+
+    def close(self) -> None:
+        """Stop the worker (after its current question; the backend closes in its thread)."""
+        self.worker.stop()

@@ -224,9 +224,10 @@ def test_the_question_crop_is_the_models_input() -> None:
 # ------------------------------------------------------------------ the agent, end to end
 def _run_agent(vlm_url: str | None, timeout_s: float = 1.0) -> tuple[list[Any], list[float]]:
     """The built-in site (seed 7: a no_vest alert at ~73 s, a no_helmet one at ~92 s of site
-    time) for 100 s with the VLM (20 s of site time after the second alert's question, so a
-    0.5 s wall-clock timeout always has time to expire before the run ends, however fast it runs): the config's openai server, else ``--vlm on`` (shipped GGUF).
-    Returns the alert records and the wall time of every frame."""
+    time) for 100 s with the VLM — the config's openai server, else ``--vlm on`` (the shipped
+    GGUF). 20 s of site time follow the second alert's question, so a 0.5 s wall-clock timeout
+    always expires before the run ends, however fast it runs. Returns the alert records and the
+    wall time of every frame."""
     import tempfile
 
     from edge.console import RunConsole

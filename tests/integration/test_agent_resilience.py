@@ -5,8 +5,8 @@ with a bad config or a missing model file.
 
 The site: seed 2 from 150 s of site time with the greedy policy raises four alerts within 31 s
 (two no_helmet at ~160 s, a zone intrusion at ~167 s, a no_vest at ~180 s) — dense enough to
-put three raises inside an outage that starts at the first. The simulation is deterministic, so these are site times,
-independent of how fast the machine runs.
+put three raises inside an outage that starts at the first. The simulation is deterministic,
+so these are site times, independent of how fast the machine runs.
 
 The outage test runs the agent in this process (`edge.runner.prepare`/`execute`, the code of
 `sitehawk-edge run`) and drives the broker from the agent's ``on_alert``/``on_frame`` hooks, so

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the shipped detector (models/detector.onnx + manifest, and the int8 variant) from
 # scratch: render the datasets, train with the default recipe, export with parity checks,
-# and score it on held-out sites. About an hour on 2 CPU cores.
+# and score it on held-out sites. About 30 minutes on 2 free CPU cores (5 of them rendering).
 #
 #   bash scripts/train_detector.sh            # everything, into runs/detector and models/
 #   RUN=runs/detector2 bash scripts/train_detector.sh

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_config.cli_common import run_cli
+from trainer.evaluate import seeds_arg
 
 #: Modules that add their own subcommands: each has ``register(subparsers)`` and may have
 #: ``register_dataset(dataset_subparsers)`` for a ``sitehawk-train dataset <kind>`` builder. They
@@ -57,15 +58,6 @@ TABLE_COLUMNS = (
 )
 
 
-def _seeds(text: str) -> list[int]:
-    from trainer.evaluate import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sitehawk-train",
@@ -101,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tune-baselines", help="grid-search the patrol and greedy parameters on training seeds"
     )
     tn.add_argument(
-        "--seeds", type=_seeds, default=_seeds("0-19"), help="training seeds (default: 0-19)"
+        "--seeds", type=seeds_arg, default=seeds_arg("0-19"), help="training seeds (default: 0-19)"
     )
     tn.add_argument(
         "--policies",
@@ -126,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _common(p: argparse.ArgumentParser, default_seeds: str) -> None:
     p.add_argument(
         "--seeds",
-        type=_seeds,
-        default=_seeds(default_seeds),
+        type=seeds_arg,
+        default=seeds_arg(default_seeds),
         help=f"seeds: A-B, A,B,C or a mix (default: {default_seeds}; held-out seeds are ≥ 1000)",
     )
     p.add_argument(

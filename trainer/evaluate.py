@@ -70,6 +70,16 @@ RECALL_WINDOW_S = 30.0
 
 
 # ------------------------------------------------------------------------------- seeds
+def seeds_arg(text: str) -> list[int]:
+    """:func:`parse_seeds` as an argparse ``type`` (bad input → argparse's usage error)."""
+    import argparse
+
+    try:
+        return parse_seeds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_seeds(text: str) -> list[int]:
     """Parse ``"1000-1049"``, ``"1,5,9"`` or mixes such as ``"0-3,10,20-21"`` into a sorted list."""
     seeds: set[int] = set()

@@ -6,14 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-
-def _seeds(text: str) -> list[int]:
-    from trainer.evaluate import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from trainer.evaluate import seeds_arg
 
 
 def register_dataset(dataset_subparsers: Any) -> None:
@@ -32,7 +25,7 @@ def register_dataset(dataset_subparsers: Any) -> None:
         default="train",
         help="site seeds: train 0-799, val 800-999, test 1000-1199 (default: %(default)s)",
     )
-    p.add_argument("--seeds", type=_seeds, help="override the split's site seeds")
+    p.add_argument("--seeds", type=seeds_arg, help="override the split's site seeds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_dataset)
 
@@ -60,7 +53,10 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("--model", type=Path, required=True, help=".pt checkpoint or .onnx model")
     e.add_argument(
-        "--seeds", type=_seeds, default=_seeds("1000-1199"), help="site seeds (default: 1000-1199)"
+        "--seeds",
+        type=seeds_arg,
+        default=seeds_arg("1000-1199"),
+        help="site seeds (default: 1000-1199)",
     )
     e.add_argument("--num", type=int, default=1000, help="views to render (default: 1000)")
     e.add_argument("--json", type=Path, required=True, help="write the metrics here")

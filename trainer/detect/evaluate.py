@@ -46,20 +46,28 @@ def detect_for_coco(
 ) -> list[dict[str, Any]]:
     """COCO result dicts for ``(image_id, BGR image)`` pairs."""
     out = []
-    cat = {name: i + 1 for i, name in enumerate(CLASSES)}
     for image_id, image in images:
         output, info = raw(image)
-        for d in detections_from(output, info, list(class_names), EVAL_DECODE):
-            x0, y0, x1, y1 = d.bbox
-            out.append(
-                {
-                    "image_id": image_id,
-                    "category_id": cat[d.cls],
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "score": d.score,
-                }
-            )
+        out += coco_results(image_id, output, info, class_names)
     return out
+
+
+def coco_results(
+    image_id: int, output: np.ndarray, info: Letterbox, class_names: list[str | None]
+) -> list[dict[str, Any]]:
+    """COCO result dicts (xywh in frame pixels) of one raw model output, decoded for mAP."""
+    results = []
+    for d in detections_from(output, info, class_names, EVAL_DECODE):
+        x0, y0, x1, y1 = d.bbox
+        results.append(
+            {
+                "image_id": image_id,
+                "category_id": CLASSES.index(d.cls) + 1,
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "score": d.score,
+            }
+        )
+    return results
 
 
 def _cocoeval(gt: dict[str, Any], dets: list[dict[str, Any]], by_height: bool) -> Any:

@@ -26,10 +26,9 @@ import torch
 import yaml
 
 from edge.perception.detection import CLASSES
-from edge.perception.detector import detections_from
 from edge.perception.preprocess import Letterbox, letterbox
 from trainer.detect.dataset import build_dataset, load_coco
-from trainer.detect.evaluate import EVAL_DECODE, coco_metrics
+from trainer.detect.evaluate import coco_metrics, coco_results
 from trainer.detect.loss import DetectionLoss, Targets
 from trainer.detect.model import DetectorConfig, SiteDetector, count_flops, count_params
 
@@ -151,22 +150,14 @@ def augment(
 def validate(model: torch.nn.Module, val: CanvasSet, batch: int = 16) -> dict[str, Any]:
     """COCO metrics of ``model`` on the validation canvases."""
     model.eval()
+    classes: list[str | None] = list(CLASSES)
     dets: list[dict[str, Any]] = []
     for s in range(0, len(val), batch):
         x = torch.from_numpy(val.canvases[s : s + batch]).permute(0, 3, 1, 2).float() / 255.0
         out = model(x).numpy()
         for k in range(out.shape[0]):
             i = s + k
-            for d in detections_from(out[k : k + 1], val.letterboxes[i], CLASSES, EVAL_DECODE):
-                x0, y0, x1, y1 = d.bbox
-                dets.append(
-                    {
-                        "image_id": val.image_ids[i],
-                        "category_id": CLASSES.index(d.cls) + 1,
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "score": d.score,
-                    }
-                )
+            dets += coco_results(val.image_ids[i], out[k : k + 1], val.letterboxes[i], classes)
     return coco_metrics(val.coco, dets)
 
 

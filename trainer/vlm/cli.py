@@ -9,15 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_config.cli_common import CommandError
-
-
-def _seeds(text: str) -> list[int]:
-    from trainer.evaluate import parse_seeds
-
-    try:
-        return parse_seeds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from trainer.evaluate import seeds_arg
 
 
 def _optim_args(p: argparse.ArgumentParser, steps: int, lr: float, batch: int) -> None:
@@ -48,7 +40,7 @@ def register_dataset(dataset_subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
         "--seeds",
-        type=_seeds,
+        type=seeds_arg,
         default=None,
         help="site seeds, e.g. 0-199 (default: 0-199; held-out sites are ≥ 1000)",
     )

@@ -69,6 +69,9 @@ def torchrun(
     cmd = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
         "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "--max_restarts=0",
+        # poll the ranks every 2 s (default 0.1 s): when one dies, the survivors get to report
+        # the failed collective before torchrun tears them down, even on a loaded machine
+        "--monitor-interval=2",
         *target, *args,
     ]  # fmt: skip
     return subprocess.run(

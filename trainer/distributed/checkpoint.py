@@ -110,9 +110,16 @@ def consolidate(path: Path, out: Path) -> Path:
     return out
 
 
-def full_model_state(model: nn.Module, env: DistEnv) -> dict[str, Any]:
-    """The whole model's state dict on CPU, gathered on rank 0 (empty on other ranks)."""
-    options = StateDictOptions(full_state_dict=env.distributed, cpu_offload=True)
+def full_model_state(
+    model: nn.Module, env: DistEnv, *, trainable_only: bool = False
+) -> dict[str, Any]:
+    """The whole model's state dict on CPU, gathered on rank 0 (empty on other ranks).
+
+    ``trainable_only``: only parameters with ``requires_grad`` (e.g. LoRA adapters).
+    """
+    options = StateDictOptions(
+        full_state_dict=env.distributed, cpu_offload=True, ignore_frozen_params=trainable_only
+    )
     return get_model_state_dict(model, options=options)
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -192,7 +194,22 @@ class RankFailure(RuntimeError):
     """A collective failed because another rank died or stopped answering."""
 
 
-def exit_on_failure(exc: RankFailure) -> None:
+def exit_on_failure(exc: RankFailure) -> NoReturn:
     """Print the failure on stderr and exit non-zero so torchrun ends the job at once."""
     print(f"ERROR: {exc}", file=sys.stderr, flush=True)
     os._exit(1)  # skip destroy_process_group: it would wait on the dead peer
+
+
+@contextmanager
+def distributed_job(timeout_s: float | None = None) -> Iterator[DistEnv]:
+    """One training command's process group: joined on entry, left on a normal exit.
+
+    Under torchrun a :class:`RankFailure` ends this rank at once with the message naming the
+    dead rank (no clean-up that would wait on it); a plain process is a world of one.
+    """
+    env = init_distributed(timeout_s)
+    try:
+        yield env
+    except RankFailure as exc:
+        exit_on_failure(exc)
+    shutdown()

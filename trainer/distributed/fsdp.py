@@ -195,6 +195,28 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def shard_if_launched(model: nn.Module, cfg: FSDPConfig | None = None) -> nn.Module:
+    """Under ``torchrun``: join the process group and shard ``model`` with FSDP2 (in place).
+
+    A plain process gets ``model`` back untouched, so the same command runs either way.
+    """
+    from trainer.distributed.env import init_distributed, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return model
+    env = init_distributed()
+    if not is_sharded(model):
+        model = apply_fsdp(model.to(env.device), cfg)
+    return model
+
+
+def is_distributed(model: nn.Module) -> bool:
+    """True for a model sharded by :func:`shard_if_launched` (under torchrun)."""
+    from trainer.distributed.env import launched_by_torchrun
+
+    return launched_by_torchrun() and is_sharded(model)
+
+
 def local_bytes(tensors: Iterator[torch.Tensor] | list[torch.Tensor]) -> int:
     """Bytes this rank actually holds for ``tensors`` (a DTensor counts its local shard)."""
     from torch.distributed.tensor import DTensor

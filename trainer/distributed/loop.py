@@ -1,9 +1,10 @@
 """The resumable training loop: step-indexed batches, rank-0 progress, sharded checkpoints.
 
-Batches are a pure function of the step (:class:`StepSampler`): step ``s`` always draws the same
-global batch, whatever the world size and however often the run was resumed, so a run resumed
-from a checkpoint sees exactly the batches the uninterrupted run saw. Each rank collates only
-its rows of the global batch (:meth:`StepSampler.rank_indices`).
+The loop asks a :data:`RankBatches` function for this rank's micro-batches of each step. With
+:func:`sampled_batches` they are a pure function of the step (:class:`StepSampler`): step ``s``
+always draws the same global batch, whatever the world size and however often the run was
+resumed, so a run resumed from a checkpoint sees exactly the batches the uninterrupted run saw,
+and each rank collates only its rows of the global batch (:meth:`StepSampler.rank_indices`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from trainer.distributed.env import (
 from trainer.distributed.step import Batch, to_device, train_step
 
 Collate = Callable[[Sequence[int]], Batch]
+RankBatches = Callable[[int], list[Batch]]
+"""``step`` → this rank's micro-batches of global batch ``step`` (on the CPU)."""
 StepHook = Callable[[int, dict[str, float]], None]
 
 
@@ -90,6 +93,20 @@ def check_geometry(cfg: LoopConfig, world: int) -> None:
         )
 
 
+def sampled_batches(
+    num_samples: int, collate: Collate, cfg: LoopConfig, env: DistEnv
+) -> RankBatches:
+    """This rank's micro-batches of the step-indexed global batches over ``num_samples``."""
+    check_geometry(cfg, env.world_size)
+    sampler = StepSampler(num_samples, cfg.global_batch, cfg.seed)
+
+    def batches(step: int) -> list[Batch]:
+        rows = sampler.rank_indices(step, env.rank, env.world_size, cfg.grad_accum)
+        return [collate(idx) for idx in rows]
+
+    return batches
+
+
 def adamw(model: nn.Module, cfg: LoopConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; no weight decay on vectors (norms, biases)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,8 +139,7 @@ def _resume_path(resume: Path) -> Path:
 
 def train(
     model: nn.Module,
-    num_samples: int,
-    collate: Collate,
+    batches: RankBatches,
     cfg: LoopConfig,
     env: DistEnv,
     *,
@@ -132,18 +148,17 @@ def train(
 ) -> list[dict[str, float]]:
     """Train ``model`` (plain or sharded with ``apply_fsdp``); returns one record per step.
 
-    ``collate(indices)`` builds a batch of those samples; ``before_step(step)`` runs on every
-    rank before each step (fault injection in tests). A collective that fails because another
-    rank died raises :class:`~trainer.distributed.env.RankFailure` naming it.
+    ``batches(step)`` gives this rank's micro-batches of that step (:func:`sampled_batches`);
+    ``before_step(step)`` runs on every rank before each step (fault injection in tests). A
+    collective that fails because another rank died raises
+    :class:`~trainer.distributed.env.RankFailure` naming it.
     """
-    check_geometry(cfg, env.world_size)
     optimizer = adamw(model, cfg)
     start = 0
     if cfg.resume is not None:
         path = _resume_path(cfg.resume)
         start = checkpoint.load(path, model, optimizer)
         log0(f"resumed from {path} after step {start}", env=env)
-    sampler = StepSampler(num_samples, cfg.global_batch, cfg.seed)
     heartbeat = Heartbeat(env)
     bar = _bar(cfg.steps, start, cfg.progress and env.is_main)
     history: list[dict[str, float]] = []
@@ -156,10 +171,7 @@ def train(
                 before_step(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            micro = [
-                to_device(collate(idx), env.device)
-                for idx in sampler.rank_indices(step, env.rank, env.world_size, cfg.grad_accum)
-            ]
+            micro = [to_device(b, env.device) for b in batches(step)]
             t_step = time.perf_counter()
             try:
                 stats = train_step(model, micro, optimizer, env, grad_clip=cfg.grad_clip)

@@ -205,31 +205,17 @@ def train_lm(
 
 
 def shard_if_launched(model: Any) -> Any:
-    """Under ``torchrun``: join the process group and shard ``model`` with FSDP2 (in place).
+    """:func:`trainer.distributed.fsdp.shard_if_launched` (imported only when called)."""
+    from trainer.distributed.fsdp import shard_if_launched as shard
 
-    A plain process gets ``model`` back untouched, so the same command runs either way.
-    """
-    from trainer.distributed.env import init_distributed, launched_by_torchrun
-
-    if not launched_by_torchrun():
-        return model
-    from trainer.distributed.fsdp import apply_fsdp, is_sharded
-
-    env = init_distributed()
-    if not is_sharded(model):
-        model = apply_fsdp(model.to(env.device))
-    return model
+    return shard(model)
 
 
 def is_distributed(model: Any) -> bool:
-    """True for a model sharded by :func:`shard_if_launched`."""
-    from trainer.distributed.env import launched_by_torchrun
+    """:func:`trainer.distributed.fsdp.is_distributed` (imported only when called)."""
+    from trainer.distributed.fsdp import is_distributed as sharded
 
-    if not launched_by_torchrun():
-        return False
-    from trainer.distributed.fsdp import is_sharded
-
-    return bool(is_sharded(model))
+    return sharded(model)
 
 
 def _train_sharded(

@@ -1,5 +1,10 @@
 """``sitehawk-train`` subcommands of the VLM: ``dataset vqa``, ``vlm-pretrain``, ``vlm-eval``,
-``vlm-qlora``. Heavy imports (torch, transformers) happen inside the handlers."""
+``vlm-qlora``. Heavy imports (torch, transformers) happen inside the handlers.
+
+``vlm-pretrain`` and ``vlm-qlora`` run unchanged under ``torchrun --nproc_per_node=K -m
+trainer.cli …``: FSDP2 shards the model, each rank trains on its rows of every global batch
+(``--batch-size``), rank 0 alone prints, shows progress and writes files.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +26,44 @@ def _optim_args(p: argparse.ArgumentParser, steps: int, lr: float, batch: int) -
         "--batch-size", type=int, default=batch, help="samples per step (default: %(default)s)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument(
+        "--warmup-steps", type=int, help="linear warm-up steps (default: steps/10, at most 50)"
+    )
+    p.add_argument(
+        "--log-every", type=int, default=25, help="steps per loss record (default: %(default)s)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per rank (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = p.add_argument_group(
+        "distributed (under torchrun: FSDP2; --batch-size is the batch over all ranks)"
+    )
+    d.add_argument(
+        "--grad-accum", type=int, default=1, help="micro-batches per rank and step (default: 1)"
+    )
+    d.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="sharded checkpoint every N steps and after the last (default: none)",
+    )
+    d.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="where sharded checkpoints go (default: OUT/checkpoints)",
+    )
+    d.add_argument(
+        "--resume", type=Path, help="sharded checkpoint (step-N folder, or its root) to resume"
+    )
+    d.add_argument(
+        "--activation-checkpointing", action="store_true", help="recompute each block's activations"
+    )
+    d.add_argument(
+        "--mixed-precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="FSDP parameter dtype; auto: bf16 on GPU, fp32 on CPU (default: auto)",
+    )
+    d.add_argument("--timeout-s", type=float, help="process-group timeout, seconds (default: 90)")
 
 
 def register_dataset(dataset_subparsers: Any) -> None:
@@ -56,6 +97,12 @@ def register(subparsers: Any) -> None:
         "--data", type=Path, required=True, help="VQA folder (dataset vqa --split general)"
     )
     pt.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    pt.add_argument(
+        "--preset",
+        choices=("default", "test"),
+        default="default",
+        help="model size: default (1.4 M parameters) or test (tiny, for smoke tests)",
+    )
     _optim_args(pt, steps=3000, lr=1e-3, batch=16)
     pt.set_defaults(handler=_cmd_pretrain)
 
@@ -94,14 +141,32 @@ def _threads(n: int) -> None:
 def _optim(args: argparse.Namespace) -> Any:
     from trainer.vlm.train import OptimConfig
 
-    if args.steps <= 0 or args.batch_size <= 0:
-        raise CommandError("--steps and --batch-size must be positive")
+    if min(args.steps, args.batch_size, args.grad_accum, args.log_every) <= 0:
+        raise CommandError("--steps, --batch-size, --grad-accum and --log-every must be positive")
+    warmup = args.warmup_steps
+    checkpoint_dir = args.checkpoint_dir
+    if checkpoint_dir is None and args.checkpoint_every > 0:
+        checkpoint_dir = args.out / "checkpoints"
     return OptimConfig(
         steps=args.steps,
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
-        warmup_steps=min(50, max(1, args.steps // 10)),
+        warmup_steps=min(50, max(1, args.steps // 10)) if warmup is None else warmup,
+        log_every=args.log_every,
+        grad_accum=args.grad_accum,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+    )
+
+
+def _fsdp(args: argparse.Namespace) -> Any:
+    from trainer.distributed.fsdp import FSDPConfig
+
+    return FSDPConfig(
+        activation_checkpointing=args.activation_checkpointing,
+        mixed_precision=args.mixed_precision,
     )
 
 
@@ -123,11 +188,19 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from trainer.vlm.pretrain import pretrain
+    from trainer.distributed.env import distributed_job
+    from trainer.vlm.pretrain import pretrain, tiny_config
 
     _threads(args.threads)
-    result = pretrain(args.data, args.out, _optim(args), progress=not args.no_progress)
-    print(f"final loss {result['final_loss']:.4f}; wrote {result['out']}, {result['loss_png']}")
+    optim, tiny = _optim(args), tiny_config(args.preset)
+    with distributed_job(args.timeout_s) as env:
+        progress = not args.no_progress
+        result = pretrain(args.data, args.out, optim, tiny, progress=progress, fsdp=_fsdp(args))
+        if env.is_main:
+            print(
+                f"final loss {result['final_loss']:.4f}; wrote {result['out']}, "
+                f"{result['loss_png']}"
+            )
     return 0
 
 
@@ -145,17 +218,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_qlora(args: argparse.Namespace) -> int:
+    from trainer.distributed.env import distributed_job
     from trainer.vlm.qlora import QLoRAConfig, qlora
 
     _threads(args.threads)
-    result = qlora(
-        args.base,
-        args.data,
-        args.out,
-        _optim(args),
-        QLoRAConfig(rank=args.rank),
-        eval_data=args.eval_data,
-        progress=not args.no_progress,
-    )
-    print(json.dumps(result, indent=2))
+    optim = _optim(args)
+    with distributed_job(args.timeout_s) as env:
+        result = qlora(
+            args.base,
+            args.data,
+            args.out,
+            optim,
+            QLoRAConfig(rank=args.rank),
+            eval_data=args.eval_data,
+            progress=not args.no_progress,
+            fsdp=_fsdp(args),
+        )
+        if env.is_main:
+            print(json.dumps(result, indent=2))
     return 0

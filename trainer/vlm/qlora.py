@@ -6,6 +6,14 @@ attention and MLP projections; the vision tower and the projector stay frozen an
 ``vision_model`` silently quantises the vision tower too). Training goes through the shared
 :func:`~trainer.vlm.train.train_loop`.
 
+Under ``torchrun`` the quantised, adapter-wrapped model is sharded with FSDP2 and each rank
+trains on its rows of every global batch; rank 0 gathers the adapters, merges, evaluates and
+writes. FSDP + QLoRA needs the 4-bit storage dtype = the load dtype = FSDP's parameter dtype:
+on a GPU everything is bf16 (storage, load, compute, adapters); on a CPU everything stays fp32
+with no mixed precision, where bitsandbytes' 4-bit path shards as well (2 ranks give one
+process's losses). :func:`~trainer.distributed.fsdp.apply_fsdp` refuses any other combination
+with the reason.
+
 For export the adapters are merged into the *dequantised* NF4 weights — the very weights they
 were trained against — so the merged fp32 checkpoint answers like the trained model.
 """
@@ -16,11 +24,14 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.vlm.data import load_samples
 from trainer.vlm.model import PromptLayout, VLMInfo, load_vlm, save_vlm
 from trainer.vlm.train import OptimConfig, VQABatches, plot_loss, save_history, train_loop
+
+if TYPE_CHECKING:
+    from trainer.distributed.fsdp import FSDPConfig
 
 #: Modules kept out of 4-bit quantisation: full prefixes (transformers 5 matches on them).
 SKIP_QUANTIZATION = ["model.vision_model", "model.connector", "lm_head"]
@@ -45,28 +56,46 @@ class QLoRAConfig:
     """NF4 base weights (QLoRA); False trains LoRA on the fp32 base."""
 
 
-def quantization_config() -> Any:
-    """bitsandbytes NF4 for the language model; vision tower, projector and head untouched."""
+def quantization_config(device: str = "cpu") -> Any:
+    """bitsandbytes NF4 for the language model; vision tower, projector and head untouched.
+
+    On a GPU the packed 4-bit bytes are stored as bf16 and computed in bf16, so that FSDP
+    (bf16 parameters) all-gathers them without a cast; on a CPU compute and storage stay as
+    bitsandbytes' CPU path wants them (fp32 compute, uint8 storage; no mixed precision).
+    """
     import torch
     from transformers import BitsAndBytesConfig
 
+    gpu = device.startswith("cuda")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.float32,
+        bnb_4bit_compute_dtype=torch.bfloat16 if gpu else torch.float32,
+        bnb_4bit_quant_storage=torch.bfloat16 if gpu else torch.uint8,
         bnb_4bit_use_double_quant=False,
         llm_int8_skip_modules=SKIP_QUANTIZATION,
     )
 
 
-def load_for_qlora(base: Path, cfg: QLoRAConfig) -> tuple[Any, PromptLayout]:
-    """The base checkpoint with NF4 language-model weights and fresh LoRA adapters."""
+def load_for_qlora(
+    base: Path, cfg: QLoRAConfig, device: str = "cpu", seed: int = 0
+) -> tuple[Any, PromptLayout]:
+    """The base checkpoint with NF4 language-model weights and fresh LoRA adapters on ``device``.
+
+    The adapters' initialisation follows ``seed`` (identical on every rank). On a GPU every
+    weight, the adapters included, is bf16 (one dtype per FSDP unit).
+    """
+    import torch
     from peft import LoraConfig, get_peft_model
 
-    qconf = quantization_config() if cfg.quantize else None
-    model, layout = load_vlm(base, quantization_config=qconf)
+    gpu = device.startswith("cuda")
+    qconf = quantization_config(device) if cfg.quantize else None
+    # bitsandbytes places a 4-bit model on the current CUDA device itself
+    model, layout = load_vlm(base, dtype=torch.bfloat16 if gpu else None, quantization_config=qconf)
     if cfg.quantize:
         _check_quantized(model)
+    else:
+        model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     lora = LoraConfig(
@@ -76,7 +105,8 @@ def load_for_qlora(base: Path, cfg: QLoRAConfig) -> tuple[Any, PromptLayout]:
         target_modules=TEXT_LORA_TARGETS,
         bias="none",
     )
-    return get_peft_model(model, lora), layout
+    torch.manual_seed(seed)
+    return get_peft_model(model, lora, autocast_adapter_dtype=not gpu), layout
 
 
 def _check_quantized(model: Any) -> None:
@@ -130,48 +160,88 @@ def qlora(
     *,
     eval_data: Path | None = None,
     progress: bool = True,
+    fsdp: FSDPConfig | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``base`` on ``data``; write the merged checkpoint to ``out``; report accuracy."""
-    from trainer.vlm.evaluate import HFAnswerer, evaluate, write_json
+    """Fine-tune ``base`` on ``data``; write the merged checkpoint to ``out``; report accuracy.
+
+    Returns the result on rank 0 and ``{}`` on the other ranks (under torchrun).
+    """
+    from trainer.distributed.env import current_env, log0
+    from trainer.distributed.fsdp import shard_if_launched
 
     cfg = cfg or QLoRAConfig()
+    env = current_env()
     out = Path(out)
+    info_path = Path(base) / "sitehawk_vlm.json"
+    if not info_path.is_file():
+        raise ValueError(f"{base}: no sitehawk_vlm.json; vlm-qlora takes a sitehawk checkpoint")
     samples = load_samples(data)
-    result: dict[str, Any] = {"base": str(base), "data": str(data), "qlora": asdict(cfg)}
-    if eval_data is not None:
-        before, _ = evaluate(HFAnswerer.load(base), eval_data)
-        result["before"] = before
-        print(f"before: accuracy {before['accuracy']:.4f} (majority {before['majority_baseline']})")
-
-    model, layout = load_for_qlora(base, cfg)
+    model, layout = load_for_qlora(base, cfg, env.device, optim.seed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"QLoRA: {trainable} trainable parameters (LoRA on the language model)")
+    log0(
+        f"QLoRA: {trainable} trainable parameters (LoRA on the language model); "
+        f"world size {env.world_size} ({env.backend or 'single process'})",
+        env=env,
+    )
+    model = shard_if_launched(model, fsdp)
     batches = VQABatches(data, samples, layout, optim.batch_size, seed=optim.seed)
-    history = train_loop(model, iter(batches), optim, progress=progress)
+    history = train_loop(model, batches, optim, progress=progress)
 
     adapter_dir = out / "adapter"
-    model.save_pretrained(adapter_dir)
+    save_adapter(model, adapter_dir)
+    if not env.is_main:
+        return {}
+    # rank 0 alone from here: the merged model is a plain fp32 one, no collectives
     merged, _ = merge_adapters(base, adapter_dir, quantized=cfg.quantize)
-    info_path = Path(base) / "sitehawk_vlm.json"
-    info = VLMInfo(**json.loads(info_path.read_text())) if info_path.is_file() else None
-    if info is None:
-        raise ValueError(f"{base}: no sitehawk_vlm.json; vlm-qlora takes a sitehawk checkpoint")
+    info = VLMInfo(**json.loads(info_path.read_text()))
     info.history = [
         *info.history,
-        {"stage": "qlora", "data": str(data), "steps": optim.steps, "rank": cfg.rank},
+        {
+            "stage": "qlora",
+            "data": str(data),
+            "steps": optim.steps,
+            "rank": cfg.rank,
+            "world_size": env.world_size,
+        },
     ]
     save_vlm(merged, layout.tokenizer, out, info)
     # keep the base's own files a real checkpoint carries (processor configs)
     for name in ("preprocessor_config.json", "processor_config.json"):
         if (Path(base) / name).is_file():
             shutil.copy(Path(base) / name, out / name)
-    save_history(history, optim, out / "train_history.json")
+    save_history(history, optim, out / "train_history.json", world_size=env.world_size)
+    result: dict[str, Any] = {"base": str(base), "data": str(data), "qlora": asdict(cfg)}
     result["loss_png"] = str(plot_loss(history, out / "loss.png", "vlm-qlora"))
     result["final_loss"] = history[-1]["loss"]
+    result["world_size"] = env.world_size
     if eval_data is not None:
+        from trainer.vlm.evaluate import HFAnswerer, evaluate
+
+        before, _ = evaluate(HFAnswerer.load(base), eval_data)
+        result["before"] = before
+        print(f"before: accuracy {before['accuracy']:.4f} (majority {before['majority_baseline']})")
         after, _ = evaluate(HFAnswerer(merged, layout), eval_data)
         result["after"] = after
         print(f"after:  accuracy {after['accuracy']:.4f}")
+    from trainer.vlm.evaluate import write_json
+
     write_json(result, out / "qlora_result.json")
     result["out"] = str(out)
     return result
+
+
+def save_adapter(model: Any, out: Path) -> Path | None:
+    """Save the LoRA adapter (peft folder); a sharded model's is gathered on rank 0 first.
+
+    Every rank must call it (the gathering is a collective); only rank 0 writes.
+    """
+    from trainer.distributed.checkpoint import full_model_state
+    from trainer.distributed.env import current_env
+    from trainer.distributed.fsdp import is_sharded
+
+    env = current_env()
+    state = full_model_state(model, env, trainable_only=True) if is_sharded(model) else None
+    if not env.is_main:
+        return None
+    model.save_pretrained(out, state_dict=state)
+    return out

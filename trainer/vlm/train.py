@@ -1,16 +1,18 @@
 """Training the VLM: batches from a VQA folder, one training loop, greedy answering.
 
-:func:`train_loop` is the only loop: it takes a model (plain, peft-wrapped, or — later — sharded
-with ``apply_fsdp``), an iterator of batches and an :class:`OptimConfig`, and knows nothing about
-how the model was built. Pretraining and QLoRA both call it.
+:func:`train_loop` takes a model (plain, peft-wrapped, or sharded with ``apply_fsdp`` under
+torchrun), the batches and an :class:`OptimConfig`, and knows nothing about how the model was
+built; pretraining and QLoRA both call it. It runs :func:`trainer.distributed.loop.train` — the
+same loop, one process or N ranks: each rank trains on its rows of every global batch, the loss
+is the mean over the *global* batch's answer tokens (so 2 ranks give one process's losses), and
+rank 0 alone shows progress.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,20 +25,28 @@ from trainer.vlm.model import PromptLayout
 
 @dataclass
 class OptimConfig:
-    """Optimiser and schedule of one training run."""
+    """Optimiser, schedule, batch geometry and checkpoints of one training run."""
 
     steps: int = 1500
-    """Optimiser steps."""
+    """Optimiser steps (the total, counting steps done before a resume)."""
     batch_size: int = 16
-    """Samples per step."""
+    """Samples per step: the *global* batch, over all ranks and micro-batches."""
     lr: float = 2e-3
     """Peak learning rate (AdamW), after a linear warm-up; cosine decay to 5% of it."""
     warmup_steps: int = 50
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     log_every: int = 25
-    """Steps between loss records (and progress-bar updates of the loss)."""
+    """Steps per history record (the mean loss of those steps)."""
     seed: int = 0
+    grad_accum: int = 1
+    """Micro-batches per rank and step (batch_size = micro × grad_accum × world size)."""
+    checkpoint_dir: Path | None = None
+    """Where sharded checkpoints go (``step-N`` folders); None: no checkpoints."""
+    checkpoint_every: int = 0
+    """A sharded checkpoint every N steps and after the last (with ``checkpoint_dir``)."""
+    resume: Path | None = None
+    """A checkpoint folder (``step-N``) or a root holding them: continue from it."""
 
 
 Batch = dict[str, Any]
@@ -44,7 +54,12 @@ StepCallback = Callable[[int, float], None]
 
 
 class VQABatches:
-    """Endless shuffled batches of (prompt + answer) token ids and pixel values."""
+    """Shuffled batches of (prompt + answer) token ids and pixel values, indexed by step.
+
+    Global batch ``s`` is a slice of a seeded per-epoch permutation
+    (:class:`~trainer.distributed.loop.StepSampler`): iterating gives batches 0, 1, 2, …, and
+    :meth:`rank_batches` gives one rank's rows of any of them.
+    """
 
     def __init__(
         self,
@@ -60,7 +75,7 @@ class VQABatches:
         self.samples = list(samples)
         self.layout = layout
         self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self._prompt_cache: dict[str, list[int]] = {}
 
     def encode(self, sample: VQASample) -> tuple[list[int], list[int]]:
@@ -92,102 +107,100 @@ class VQABatches:
             "pixel_values": self.layout.pixel_values(images),
         }
 
+    def _sampler(self) -> Any:
+        from trainer.distributed.loop import StepSampler
+
+        return StepSampler(len(self.samples), self.batch_size, self.seed)
+
+    def rank_batches(self, step: int, rank: int, world_size: int, grad_accum: int) -> list[Batch]:
+        """Micro-batches of rank ``rank``'s rows of global batch ``step`` (only those rows)."""
+        rows = self._sampler().rank_indices(step, rank, world_size, grad_accum)
+        return [self.collate([self.samples[i] for i in idx]) for idx in rows]
+
     def __iter__(self) -> Iterator[Batch]:
-        while True:
-            order = self.rng.permutation(len(self.samples))
-            for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                yield self.collate(
-                    [self.samples[i] for i in order[start : start + self.batch_size]]
-                )
+        sampler = self._sampler()
+        for step in itertools.count():
+            yield self.collate([self.samples[i] for i in sampler.indices(step)])
 
 
 def train_loop(
     model: Any,
-    batches: Iterator[Batch],
+    batches: VQABatches | Iterable[Batch],
     cfg: OptimConfig,
     *,
     progress: bool = True,
     callbacks: Sequence[StepCallback] = (),
+    before_step: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train the model's trainable parameters for ``cfg.steps``; returns the loss history.
 
-    The model must already be in its final wrapping (peft, FSDP): only parameters with
-    ``requires_grad`` are optimised. ``model.train()`` is called before the first forward —
-    bitsandbytes repacks 4-bit weights on an eval-mode forward and then drops input gradients.
+    ``batches``: a :class:`VQABatches` (each rank collates only its rows of every global batch;
+    a resumed run sees the batches the uninterrupted run saw), or any iterable of global
+    batches (every rank draws each one and keeps its rows). The model must already be in its
+    final wrapping (peft, FSDP): only parameters with ``requires_grad`` are optimised. The
+    history holds one record per ``cfg.log_every`` steps: the mean loss of those steps.
+    ``callbacks(step, loss)`` run on every rank; ``before_step(step)`` before each step.
     """
     import torch
 
-    torch.manual_seed(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+    from trainer.distributed.env import current_env
+    from trainer.distributed.loop import LoopConfig, train
+    from trainer.distributed.step import shard_rows
+
+    env = current_env()
+    loop_cfg = LoopConfig(
+        steps=cfg.steps,
+        global_batch=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
         lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        grad_clip=cfg.grad_clip,
+        seed=cfg.seed,
+        checkpoint_dir=cfg.checkpoint_dir,
+        checkpoint_every=cfg.checkpoint_every,
+        resume=cfg.resume,
+        log_every=cfg.log_every,
+        progress=progress,
     )
+    if isinstance(batches, VQABatches):
+        if batches.batch_size != cfg.batch_size:
+            raise ValueError(f"batches of {batches.batch_size} for a batch size {cfg.batch_size}")
+        vqa = batches
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+        def rank_batches(step: int) -> list[Batch]:
+            return vqa.rank_batches(step, env.rank, env.world_size, cfg.grad_accum)
+    else:
+        it = iter(batches)
 
-    model.train()
+        def rank_batches(step: int) -> list[Batch]:
+            mine = shard_rows(next(it), env.rank, env.world_size)
+            return [shard_rows(mine, m, cfg.grad_accum) for m in range(cfg.grad_accum)]
+
+    torch.manual_seed(cfg.seed)
+    hooks = [lambda step, record, cb=cb: cb(step, record["loss"]) for cb in callbacks]
+    records = train(model, rank_batches, loop_cfg, env, hooks=hooks, before_step=before_step)
+    return windowed(records, cfg.log_every, cfg.steps)
+
+
+def windowed(records: Sequence[dict[str, float]], every: int, steps: int) -> list[dict[str, float]]:
+    """One record per ``every`` steps (and the last): mean loss of those steps, lr, time."""
     history: list[dict[str, float]] = []
-    bar = _bar(cfg.steps, progress)
     window: list[float] = []
-    start = time.perf_counter()
-    it = iter(batches)
-    try:
-        for step in range(cfg.steps):
-            batch = next(it)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            out = model(**batch)
-            loss = out.loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
-            window.append(value)
-            for cb in callbacks:
-                cb(step, value)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                mean = float(np.mean(window))
-                history.append(
-                    {
-                        "step": step + 1,
-                        "loss": round(mean, 5),
-                        "lr": lr_at(step),
-                        "elapsed_s": round(time.perf_counter() - start, 2),
-                    }
-                )
-                window = []
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean:.4f}")
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    for r in records:
+        window.append(r["loss"])
+        step = int(r["step"])
+        if step % every == 0 or step == steps:
+            history.append(
+                {
+                    "step": step,
+                    "loss": float(np.mean(window)),
+                    "lr": r["lr"],
+                    "elapsed_s": round(r["elapsed_s"], 2),
+                }
+            )
+            window = []
     return history
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="train", unit="step", dynamic_ncols=True)
 
 
 def answer_questions(
@@ -258,5 +271,9 @@ def plot_loss(history: Sequence[dict[str, float]], path: Path, title: str) -> Pa
     return path
 
 
-def save_history(history: Sequence[dict[str, float]], cfg: OptimConfig, path: Path) -> None:
-    path.write_text(json.dumps({"optim": asdict(cfg), "history": list(history)}, indent=2) + "\n")
+def save_history(
+    history: Sequence[dict[str, float]], cfg: OptimConfig, path: Path, **extra: Any
+) -> None:
+    """``{"optim": cfg, **extra, "history": [...]}`` as JSON (``extra``: e.g. the world size)."""
+    record = {"optim": asdict(cfg), **extra, "history": list(history)}
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -180,3 +180,31 @@ def test_the_shipped_model_size_limits_hold() -> None:
     cfg = Recipe.load("default").model_config()
     assert count_params(SiteDetector(cfg)) <= 2_000_000
     assert cfg.input_size == (320, 320)
+
+
+def test_a_small_worker_keeps_positives_beside_its_own_head_and_vest() -> None:
+    """A location predicts one box: the worker must not lose every location to its head/vest."""
+    import torch
+
+    from trainer.detect.loss import DetectionLoss, Targets, assign
+    from trainer.detect.model import DetectorConfig, SiteDetector
+
+    model = SiteDetector(DetectorConfig())
+    loss = DetectionLoss(model)
+    centres, strides, levels = loss.grid(192, 320)
+    # a worker 10 input px tall (40 px of the 1280×720 frame) at (101, 61), with head and vest
+    person, head = [99.5, 56.0, 102.5, 66.0], [100.4, 56.0, 101.6, 57.5]
+    vest = [99.6, 58.0, 102.4, 61.5]
+    t = Targets(
+        boxes=torch.tensor([person, head, vest]),
+        classes=torch.tensor([0, 1, 3]),
+        ignore=torch.zeros(3, dtype=torch.bool),
+    )
+    for scale, worker_has_positives in ((None, False), (loss.class_scale, True)):
+        gt, _ = assign(centres, strides, levels, t, scale)
+        assert bool((gt == 0).any()) is worker_has_positives
+        assert bool((gt == 1).any()) and bool((gt == 2).any())  # head and vest keep theirs
+    gt, _ = assign(centres, strides, levels, t, loss.class_scale)
+    assert set(levels[gt == 0].tolist()) == {1}  # the worker went one level up (stride 8)
+    with pytest.raises(ValueError, match="unknown classes"):
+        DetectionLoss(model, level_scale={"worker": 2.0})

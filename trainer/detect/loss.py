@@ -1,11 +1,19 @@
 """Target assignment and the detector's loss.
 
 Assignment (centre sampling, FCOS/YOLOX style, without anchors): every ground-truth box goes to
-one pyramid level by its longer side in input pixels (< 16 → stride 4, < 64 → stride 8, else
-stride 16); the locations of that level whose centres lie within one stride of the box centre
-(and always the one nearest to it) are its positives. A location claimed by several boxes takes
-the smallest. Locations near an *ignore* box (too small, hidden, cut by the frame) are left out
-of the classification loss instead of being taught "background".
+one pyramid level by its longer side in input pixels times its class's *level scale* (< 16 →
+stride 4, < 64 → stride 8, else stride 16); the locations of that level whose centres lie within
+one stride of the box centre (and always the one nearest to it) are its positives. A location
+claimed by several boxes takes the smallest.
+
+The level scale exists because a location predicts one box: a worker's head and vest lie inside
+the worker's box, near its centre, and at equal scale they take every location the worker has —
+a small worker (4–16 input px tall) then has no positive at all and is never learnt. Scaling the
+worker's size up (× 4 by default) puts workers one or two levels coarser than their own heads
+and vests, where nothing competes for their centre.
+
+Locations near an *ignore* box (too small, hidden, cut by the frame) are left out of the
+classification loss instead of being taught "background".
 
 Loss: Quality Focal Loss on the class scores — a positive's target is the IoU of its predicted
 box with its ground truth, so the best-placed of several overlapping predictions scores highest
@@ -16,6 +24,7 @@ written here.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +34,8 @@ from trainer.detect.model import SiteDetector
 
 #: Longer side (input pixels) below which a box goes to stride 4, 8; larger ones go to stride 16.
 LEVEL_LIMITS = (16.0, 64.0)
+#: Per-class factor on the size that chooses the level (classes not named: 1).
+DEFAULT_LEVEL_SCALE: dict[str, float] = {"person": 4.0}
 
 
 @dataclass
@@ -56,20 +67,26 @@ def giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return iou, iou - (hull - union) / hull
 
 
-def level_of(boxes: torch.Tensor) -> torch.Tensor:
-    """Pyramid level (0, 1, 2) of each box by its longer side."""
+def level_of(boxes: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Pyramid level (0, 1, 2) of each box by its longer side (× its ``scale``, if given)."""
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    if scale is not None:
+        side = side * scale
     lo, hi = LEVEL_LIMITS
     return (side >= lo).long() + (side >= hi).long()
 
 
 def assign(
-    centres: torch.Tensor, strides: torch.Tensor, levels: torch.Tensor, t: Targets
+    centres: torch.Tensor,
+    strides: torch.Tensor,
+    levels: torch.Tensor,
+    t: Targets,
+    class_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per location: index of its ground-truth box (−1 none) and whether it is ignored.
 
     ``centres`` (N, 2), ``strides`` (N,) and ``levels`` (N,) describe the locations of all
-    levels, concatenated.
+    levels, concatenated; ``class_scale`` (C,) is each class's level scale (1 if not given).
     """
     n = centres.shape[0]
     gt = torch.full((n,), -1, dtype=torch.long)
@@ -77,7 +94,7 @@ def assign(
     if t.boxes.shape[0] == 0:
         return gt, ignored
     c = (t.boxes[:, :2] + t.boxes[:, 2:]) / 2  # (K, 2)
-    lvl = level_of(t.boxes)  # (K,)
+    lvl = level_of(t.boxes, None if class_scale is None else class_scale[t.classes])  # (K,)
     dx = (centres[:, None, 0] - c[None, :, 0]).abs()  # (N, K)
     dy = (centres[:, None, 1] - c[None, :, 1]).abs()
     same_level = levels[:, None] == lvl[None, :]
@@ -100,10 +117,22 @@ def assign(
 class DetectionLoss:
     """QFL + GIoU over a batch; ``__call__`` returns (total, parts)."""
 
-    def __init__(self, model: SiteDetector, box_weight: float = 2.0, beta: float = 2.0):
+    def __init__(
+        self,
+        model: SiteDetector,
+        box_weight: float = 2.0,
+        beta: float = 2.0,
+        level_scale: Mapping[str, float] | None = None,
+    ):
         self.model = model
         self.box_weight = box_weight
         self.beta = beta
+        classes = model.cfg.classes
+        scale = dict(DEFAULT_LEVEL_SCALE if level_scale is None else level_scale)
+        unknown = sorted(set(scale) - set(classes))
+        if unknown:
+            raise ValueError(f"level_scale: unknown classes {unknown}; classes: {list(classes)}")
+        self.class_scale = torch.tensor([float(scale.get(c, 1.0)) for c in classes])
         self._grid: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
     def grid(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,7 +160,8 @@ class DetectionLoss:
         pred_box = box_xyxy(torch.cat(boxes, 2).transpose(1, 2))  # (B, N, 4)
         pred_logit = torch.cat(logits, 2).transpose(1, 2)  # (B, N, C)
         centres, strides, lvls = self.grid(height, width)
-        gt_idx, ignored = zip(*(assign(centres, strides, lvls, t) for t in targets), strict=True)
+        assigned = [assign(centres, strides, lvls, t, self.class_scale) for t in targets]
+        gt_idx, ignored = zip(*assigned, strict=True)
         gi = torch.stack(gt_idx)  # (B, N)
         ign = torch.stack(ignored)
         pos = gi >= 0

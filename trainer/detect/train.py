@@ -29,7 +29,7 @@ from edge.perception.detection import CLASSES
 from edge.perception.preprocess import Letterbox, letterbox
 from trainer.detect.dataset import build_dataset, load_coco
 from trainer.detect.evaluate import coco_metrics, coco_results
-from trainer.detect.loss import DetectionLoss, Targets
+from trainer.detect.loss import DEFAULT_LEVEL_SCALE, DetectionLoss, Targets
 from trainer.detect.model import DetectorConfig, SiteDetector, count_flops, count_params
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -57,6 +57,8 @@ class Recipe:
     hflip: float = 0.5
     color_jitter: float = 0.15
     model: dict[str, Any] = field(default_factory=dict)  # DetectorConfig overrides
+    # per-class factor on the box size that picks its pyramid level (trainer/detect/loss.py)
+    level_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LEVEL_SCALE))
 
     @classmethod
     def load(cls, name_or_path: str) -> Recipe:
@@ -235,7 +237,7 @@ def train(recipe: Recipe, out: Path, *, resume: bool = False, progress: bool = T
     ema = WeightEMA(model, recipe.ema_decay)
     opt = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe))
-    loss_fn = DetectionLoss(model)
+    loss_fn = DetectionLoss(model, level_scale=recipe.level_scale)
     step, best_map = 0, -1.0
     rng = np.random.default_rng(recipe.seed)
     if resume and last.exists():

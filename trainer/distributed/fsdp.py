@@ -26,7 +26,7 @@ mode: an eval-mode CPU forward repacks the weight in place, which a reshard woul
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -91,6 +91,29 @@ def mixed_precision_policy(mode: MixedPrecision, device_type: str) -> MixedPreci
     if mode == "fp32" or (mode == "auto" and device_type != "cuda"):
         return MixedPrecisionPolicy()
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def nf4_config(
+    device: str, skip_modules: Sequence[str] | None = None, double_quant: bool = False
+) -> Any:
+    """bitsandbytes NF4 loading that satisfies :func:`check_qlora` on ``device``.
+
+    On a GPU the packed 4-bit bytes are stored as bf16 and computed in bf16 (load the model with
+    ``dtype=torch.bfloat16`` too), so that FSDP's bf16 parameters all-gather them without a
+    cast; on a CPU storage and compute stay as bitsandbytes' CPU path wants them (uint8, fp32; no
+    mixed precision). Both QLoRA trainers (the VLM's and the router's experts) load with this.
+    """
+    from transformers import BitsAndBytesConfig
+
+    gpu = device.startswith("cuda")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16 if gpu else torch.float32,
+        bnb_4bit_quant_storage=torch.bfloat16 if gpu else torch.uint8,
+        bnb_4bit_use_double_quant=double_quant,
+        llm_int8_skip_modules=list(skip_modules) if skip_modules else None,
+    )
 
 
 def _quantized_params(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:

@@ -57,24 +57,11 @@ class QLoRAConfig:
 
 
 def quantization_config(device: str = "cpu") -> Any:
-    """bitsandbytes NF4 for the language model; vision tower, projector and head untouched.
+    """bitsandbytes NF4 for the language model; vision tower, projector and head untouched
+    (:func:`trainer.distributed.fsdp.nf4_config`: bf16 storage on a GPU for FSDP)."""
+    from trainer.distributed.fsdp import nf4_config
 
-    On a GPU the packed 4-bit bytes are stored as bf16 and computed in bf16, so that FSDP
-    (bf16 parameters) all-gathers them without a cast; on a CPU compute and storage stay as
-    bitsandbytes' CPU path wants them (fp32 compute, uint8 storage; no mixed precision).
-    """
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    gpu = device.startswith("cuda")
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16 if gpu else torch.float32,
-        bnb_4bit_quant_storage=torch.bfloat16 if gpu else torch.uint8,
-        bnb_4bit_use_double_quant=False,
-        llm_int8_skip_modules=SKIP_QUANTIZATION,
-    )
+    return nf4_config(device, SKIP_QUANTIZATION)
 
 
 def load_for_qlora(

@@ -105,7 +105,9 @@ def _device() -> str | None:
 def load_base(path: Path, quantize: bool = True, device: str | None = None) -> tuple[Any, Any]:
     """A causal LM folder and its tokenizer, 4-bit NF4 when ``quantize`` (QLoRA's base)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.distributed.fsdp import nf4_config
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -113,13 +115,10 @@ def load_base(path: Path, quantize: bool = True, device: str | None = None) -> t
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs: dict[str, Any] = {"device_map": device}
     if quantize:
-        compute = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=compute,
-            bnb_4bit_use_double_quant=True,
-        )
+        # on a GPU every weight is bf16 (4-bit storage included): one dtype per FSDP unit
+        kwargs["quantization_config"] = nf4_config(device, double_quant=True)
+        if device.startswith("cuda"):
+            kwargs["dtype"] = torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
@@ -142,7 +141,8 @@ def train_adapter(
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model, tokenizer = load_base(base, quantize=quantize, device=_device())
-    if quantize:
+    if quantize and not str(model.device).startswith("cuda"):
+        # (on a GPU this would up-cast the bf16 weights to fp32 and break FSDP's one dtype)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
         r=rank,

@@ -68,6 +68,13 @@ def register(subparsers: Any) -> None:
         help="for a .pt checkpoint: its EMA weights (default) or raw model weights",
     )
     e.add_argument(
+        "--attributes",
+        choices=("as-generated", "randomized"),
+        default="as-generated",
+        help="workers' helmets and vests as the sites were generated (default), or taken off at "
+        "random as in the training data (more bare heads: steadier head_bare figures)",
+    )
+    e.add_argument(
         "--allow-train-seeds", action="store_true", help="allow seeds < 1000 (debugging only)"
     )
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,6 +118,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
         weights=args.weights,
+        randomize=args.attributes == "randomized",
     )
     save_json(result, args.json)
     print(format_table(result))

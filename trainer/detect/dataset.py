@@ -128,7 +128,8 @@ def render_views(
 ) -> Iterator[RenderedView]:
     """Render views ``indices`` (site ``seeds[(i // per_site) % len(seeds)]``), in order.
 
-    ``randomize``: attribute randomisation (training sites only).
+    ``randomize``: attribute randomisation (the training and validation sets; detector-eval
+    ``--attributes randomized``).
     """
     width, height = SAMPLER.frame
     current: tuple[int, Site, Renderer] | None = None

@@ -179,8 +179,13 @@ def evaluate_model(
     threads: int | None = None,
     progress: bool = True,
     weights: str = "ema",
+    randomize: bool = False,
 ) -> dict[str, Any]:
-    """Render ``num`` views of ``seeds``, run the model, and score it (the eval JSON)."""
+    """Render ``num`` views of ``seeds``, run the model, and score it (the eval JSON).
+
+    ``randomize``: the workers' helmets and vests taken off at random as in the training data
+    (:func:`~trainer.detect.dataset.randomize_attributes`), recorded in the sampler.
+    """
     from tqdm import tqdm
 
     from trainer.detect.dataset import VIEWS_PER_SITE, merge_views, render_views
@@ -190,7 +195,7 @@ def evaluate_model(
     raw, class_names, info = load_raw_fn(model_path, threads=threads, weights=weights)
     views = list(
         tqdm(
-            render_views(seeds, range(num), randomize=False),
+            render_views(seeds, range(num), randomize=randomize),
             total=num,
             desc="render",
             disable=not progress,
@@ -204,7 +209,11 @@ def evaluate_model(
     metrics = coco_metrics(gt, dets)
     return {
         **metrics,
-        "sampler": {**SAMPLER.describe(), "views_per_site": VIEWS_PER_SITE},
+        "sampler": {
+            **SAMPLER.describe(),
+            "views_per_site": VIEWS_PER_SITE,
+            "attributes": "randomized" if randomize else "as-generated",
+        },
         "seeds": [min(seeds), max(seeds)],
         "num_images": num,
         "num_detections": len(dets),

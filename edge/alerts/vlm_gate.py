@@ -4,11 +4,11 @@
 :class:`~edge.alerts.manager.AlertManager`\\ s. When a rule with ``require_vlm`` is about to
 raise, the manager calls the gate with the observation, the frame and the pose; the gate cuts a
 square crop around the detection (the view the model was trained on, per hazard type: head and
-shoulders for ``no_helmet``, the whole worker for ``no_vest``, a wider view for
-``zone_intrusion`` and ``fire_smoke``), scales it to the model's image size, submits the
-hazard's yes/no question to a :class:`~edge.vlm.worker.VLMWorker` (returns at once) and hands
-back a :class:`PendingQuestion`. The manager polls it on later frames (never blocking); the
-worker's timeout bounds the wait.
+shoulders for ``no_helmet``, the whole worker for ``no_vest``, the intruder and the painted zone
+boundary around them for ``zone_intrusion``, a wider view for ``fire_smoke``), scales it to the
+model's image size, submits the hazard's yes/no question to a
+:class:`~edge.vlm.worker.VLMWorker` (returns at once) and hands back a :class:`PendingQuestion`.
+The manager polls it on later frames (never blocking); the worker's timeout bounds the wait.
 
 The outcome follows DESIGN.md's gate rule through :func:`edge.vlm.questions.confirmation`:
 ``confirmed: false`` only for a confident contradiction (the only case that suppresses the
@@ -18,6 +18,7 @@ unconfident or unparseable answer gives ``confirmed: null`` and the alert goes o
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from edge.alerts.rules import HazardObservation
 from edge.alerts.schema import VlmCheck
 from edge.geometry import PTZPose
 from edge.vlm.backend import VLMAnswer
-from edge.vlm.questions import HAZARD_QUESTIONS, confirmation
+from edge.vlm.questions import HAZARD_QUESTIONS, ZONE_VIEW_PERSON_HEIGHTS, confirmation
 from edge.vlm.worker import VLMRequest, VLMWorker
+
+log = logging.getLogger(__name__)
 
 #: The image size the shipped model was trained on (its manifest's ``image_size_px``).
 DEFAULT_IMAGE_SIZE = 96
@@ -39,28 +42,29 @@ DEFAULT_IMAGE_SIZE = 96
 DEFAULT_MIN_CONFIDENCE = 0.8
 #: Crops are never smaller than this many frame pixels (tiny ones are upsampled, as in training).
 MIN_CROP_PX = 16
+#: Not asked (see :func:`unanswerable`): an object box within this many pixels of the frame's
+#: edge, or a crop under this share of the model's input size (in frame pixels).
+EDGE_MARGIN_PX = 2.0
+MIN_ASK_SCALE = 0.5
 
 # Crop geometry per question view, in units of the detection box's height (person boxes) or
 # its larger side (fire): the training data's framing (trainer/vlm/data.py: head and shoulders,
 # 0.75 m of a ~1.75 m worker, fill 60-90 % of the crop, centred 0.3 m below the top of the head;
-# a whole worker fills 65-95 %).
+# a whole worker fills 65-95 %; the zone view is centred on the person and
+# ZONE_VIEW_PERSON_HEIGHTS of their heights wide, as the trainer renders it).
 _HEAD_SPAN = 0.75 / 1.75  # head and shoulders, as a share of the person's height
 _HEAD_CENTRE = 0.3 / 1.75  # their centre below the top of the box, same units
 _HEAD_FILL = 0.75
 _WORKER_FILL = 0.8
-_ZONE_SIDE = 4.0  # a person and the ground around them
+_ZONE_SIDE = ZONE_VIEW_PERSON_HEIGHTS  # a person and the painted zone boundary around them
 _VIEW_SIDE = 2.0  # fire/smoke and its surroundings
 
 
-def question_crop(
-    frame_bgr: np.ndarray, bbox: tuple[float, float, float, float], hazard: str, size: int
-) -> np.ndarray:
-    """The RGB ``size``×``size`` crop the VLM is asked about for ``hazard`` at ``bbox``.
-
-    ``bbox`` is the observation's normalised [x_min, y_min, x_max, y_max]. The square window is
-    shifted (never padded) to stay inside the frame and shrunk to the frame when larger.
-    """
-    h, w = frame_bgr.shape[:2]
+def _window(
+    shape: tuple[int, ...], bbox: tuple[float, float, float, float], hazard: str
+) -> tuple[float, float, float]:
+    """The question's square window in frame pixels: centre x, centre y, side (unclamped)."""
+    h, w = shape[:2]
     x0, y0, x1, y1 = (float(v) for v in bbox)
     bw, bh = max(x1 - x0, 0.0) * w, max(y1 - y0, 0.0) * h
     cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
@@ -74,6 +78,19 @@ def question_crop(
         side = bh * _ZONE_SIDE
     else:
         side = max(bw, bh) * _VIEW_SIDE
+    return cx, cy, side
+
+
+def question_crop(
+    frame_bgr: np.ndarray, bbox: tuple[float, float, float, float], hazard: str, size: int
+) -> np.ndarray:
+    """The RGB ``size``×``size`` crop the VLM is asked about for ``hazard`` at ``bbox``.
+
+    ``bbox`` is the observation's normalised [x_min, y_min, x_max, y_max]. The square window is
+    shifted (never padded) to stay inside the frame and shrunk to the frame when larger.
+    """
+    h, w = frame_bgr.shape[:2]
+    cx, cy, side = _window(frame_bgr.shape, bbox, hazard)
     side = min(max(side, float(MIN_CROP_PX)), float(min(h, w)))
     n = max(1, int(round(side)))
     left = int(round(min(max(cx - n / 2, 0.0), w - n)))
@@ -82,6 +99,31 @@ def question_crop(
     interp = cv2.INTER_AREA if n > size else cv2.INTER_LINEAR
     resized = cv2.resize(crop, (size, size), interpolation=interp)
     return np.ascontiguousarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
+
+
+def unanswerable(
+    shape: tuple[int, ...], bbox: tuple[float, float, float, float], hazard: str, size: int
+) -> str | None:
+    """Why the model cannot judge ``hazard`` at ``bbox`` in a frame of ``shape`` (None: it can).
+
+    The model learnt only from views that show what the question is about (trainer/vlm/data.py
+    rejects a worker partly out of frame, and renders every crop at 55-100 % of its input size),
+    and it answers anything else confidently all the same — a worker whose head is above the
+    frame's top edge was "wearing a hard hat" at p = 0.97. So the gate does not ask when the
+    object's box reaches the frame's edge (within :data:`EDGE_MARGIN_PX`: its head, torso or
+    flames may be out of view) or when the crop is under :data:`MIN_ASK_SCALE` of the model's
+    input in frame pixels; the alert then goes out unasked (``vlm: null``), as DESIGN.md's gate
+    wants for any VLM that cannot answer.
+    """
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    m = EDGE_MARGIN_PX
+    if x0 * w < m or y0 * h < m or x1 * w > w - m or y1 * h > h - m:
+        return "the object reaches the frame's edge"
+    side = _window(shape, bbox, hazard)[2]
+    if side < MIN_ASK_SCALE * size:
+        return f"the crop is {side:.0f} px, under {MIN_ASK_SCALE:g} of the model's {size} px"
+    return None
 
 
 def vlm_check(
@@ -131,7 +173,8 @@ class WorkerVlmGate:
 
     ``image_size``: the crop's side in pixels (the model's input; the shipped model's 96).
     ``counts`` (for telemetry and tests): ``asked``, ``confirmed``, ``contradicted``,
-    ``unconfirmed`` (answered without a verdict), ``timeout``, ``unavailable``.
+    ``unconfirmed`` (answered without a verdict), ``timeout``, ``unavailable``, ``not_asked``
+    (a view the model cannot judge: :func:`unanswerable`).
     """
 
     def __init__(
@@ -154,9 +197,15 @@ class WorkerVlmGate:
         self, observation: HazardObservation, frame: np.ndarray, pose: PTZPose
     ) -> PendingQuestion | None:
         """Submit the hazard's question about a crop of ``frame``; None for a hazard type
-        without a question (the alert then goes out with ``vlm: null``)."""
+        without a question, or a view the model cannot judge (:func:`unanswerable`; counted
+        as ``not_asked``): the alert then goes out with ``vlm: null``."""
         q = HAZARD_QUESTIONS.get(observation.type)
         if q is None:
+            return None
+        why = unanswerable(frame.shape, observation.bbox, observation.type, self.image_size)
+        if why is not None:
+            self.counts["not_asked"] += 1
+            log.info("%s %s: VLM not asked: %s", observation.type, observation.key, why)
             return None
         crop = question_crop(frame, observation.bbox, observation.type, self.image_size)
         self.counts["asked"] += 1
@@ -180,7 +229,15 @@ class WorkerVlmGate:
 
     def stats(self) -> dict[str, Any]:
         """Counts for telemetry / status (every key present, zeros included)."""
-        keys = ("asked", "confirmed", "contradicted", "unconfirmed", "timeout", "unavailable")
+        keys = (
+            "asked",
+            "not_asked",
+            "confirmed",
+            "contradicted",
+            "unconfirmed",
+            "timeout",
+            "unavailable",
+        )
         return {k: int(self.counts[k]) for k in keys}
 
     def close(self) -> None:

@@ -12,7 +12,12 @@ import re
 from dataclasses import dataclass
 
 #: Version of the question set; a model is trained for one version (its manifest says which).
-QUESTION_SET_VERSION = "sitehawk.vqa/1"
+QUESTION_SET_VERSION = "sitehawk.vqa/2"
+#: The ``zone`` view: a square crop centred on the suspected intruder, this many of their
+#: heights wide — enough to show the painted zone boundary around them at the model's 96 px
+#: (the person is ~16 px tall). The trainer renders the view so; the gate cuts it so.
+#: (vqa/1 asked about a whole zone seen obliquely: intruders a few pixels tall, at chance.)
+ZONE_VIEW_PERSON_HEIGHTS = 6.0
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,7 @@ class HazardQuestion:
     hazard: str
     question: str
     answer_if_hazard: str  # "yes" or "no"
-    view: str  # "worker" (a crop around one person), "zone" (a machine's zone) or "view"
+    view: str  # "worker" (a crop around one person), "zone" (a wider one around a person) or "view"
 
 
 HAZARD_QUESTIONS: dict[str, HazardQuestion] = {
@@ -33,7 +38,10 @@ HAZARD_QUESTIONS: dict[str, HazardQuestion] = {
         "no_vest", "is the worker in the centre wearing a hi-vis vest?", "no", "worker"
     ),
     "zone_intrusion": HazardQuestion(
-        "zone_intrusion", "is anyone inside the machine's exclusion zone?", "yes", "zone"
+        "zone_intrusion",
+        "is the worker in the centre inside the machine's exclusion zone?",
+        "yes",
+        "zone",
     ),
     "fire_smoke": HazardQuestion(
         "fire_smoke", "is there smoke or fire in the image?", "yes", "view"

@@ -43,9 +43,11 @@ def test_hazard_answers_match_ground_truth(hazard_dir, sites):
             kit = "helmet" if s.type == "no_helmet" else "vest"
             wears = bool(getattr(site.workers_at(s.t), kit)[s.target])
             assert s.answer == ("yes" if wears else "no"), s
-        elif s.type == "zone_intrusion":
-            assert site.zone_active(s.target, s.t)
-            inside = points_in_polygon(site.workers_at(s.t).xy, site.zones[s.target]).any()
+        elif s.type == "zone_intrusion":  # about the worker in the centre of the view
+            xy = site.workers_at(s.t).xy[s.target][None]
+            inside = [mi for mi, z in enumerate(site.zones) if points_in_polygon(xy, z)[0]]
+            # never inside an idle machine's zone (it looks like an intrusion but is none)
+            assert all(site.zone_active(mi, s.t) for mi in inside), s
             assert s.answer == ("yes" if inside else "no"), s
         else:  # fire_smoke: a "yes" looks at a burning fire
             if s.answer == "yes":

@@ -66,6 +66,37 @@ def test_prompt_follows_libmtmd_idefics3_layout():
     assert tok.decode(layout.answer_ids("yes"), skip_special_tokens=True).strip() == "yes"
 
 
+def test_shared_tile_and_overview_gives_the_same_loss_and_gradients(checkpoint, data):
+    """build_tiny_model encodes each (tile, overview) pair once: same loss, same gradients."""
+    from trainer.vlm.model import load_vlm, share_tile_and_overview
+
+    torch.manual_seed(0)
+    plain, layout = load_vlm(checkpoint)  # load_vlm leaves the vision tower unhooked
+    shared, _ = load_vlm(checkpoint)
+    share_tile_and_overview(shared)
+    calls = []  # images the tower runs on, then rows of its output (hooks run in order)
+    tower = shared.model.vision_model
+    tower.register_forward_pre_hook(
+        lambda _m, args, kwargs: calls.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    tower.register_forward_hook(
+        lambda _m, args, kwargs, out: calls.append(out.last_hidden_state.shape[0]),
+        with_kwargs=True,
+    )
+    batch = next(iter(VQABatches(data, load_samples(data), layout, 4, seed=0)))
+    losses = []
+    for model in (plain, shared):
+        model.train()
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.item())
+    assert calls == [4, 8]  # 4 images through the tower, output for all 8 tiles
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, a), b in zip(plain.named_parameters(), shared.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_eval_cli_writes_the_issue_keys(tmp_path, checkpoint, data, monkeypatch, capsys):
     monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("trainer.vlm.cli",))
     out = tmp_path / "eval.json"

@@ -8,7 +8,8 @@ simulator's ground truth (:mod:`edge.sim.world`, :class:`~edge.sim.truth.FrameTr
 Two splits:
 
 * ``general`` — for base training: helmet and vest colours, machine kinds, whether a worker is
-  in view, how many workers are in view;
+  in view, how many workers are in view, what is in the centre, whether the worker in the
+  centre stands inside a zone's painted lines;
 * ``hazard`` — the questions the agent asks before alerting (:data:`edge.vlm.questions.
   HAZARD_QUESTIONS`), yes and no balanced per hazard type.
 
@@ -42,7 +43,12 @@ from edge.sim.render import (
     Renderer,
 )
 from edge.sim.world import Site
-from edge.vlm.questions import HAZARD_QUESTIONS, QUESTION_SET_VERSION, normalize_answer
+from edge.vlm.questions import (
+    HAZARD_QUESTIONS,
+    QUESTION_SET_VERSION,
+    ZONE_VIEW_PERSON_HEIGHTS,
+    normalize_answer,
+)
 
 SPLITS = ("general", "hazard")
 #: Question types of the general split.
@@ -53,6 +59,7 @@ GENERAL_TYPES = (
     "worker_present",
     "count_workers",
     "centre_object",
+    "worker_in_zone",
 )
 HAZARD_TYPES = tuple(HAZARD_QUESTIONS)
 GENERAL_QUESTIONS = {
@@ -62,6 +69,7 @@ GENERAL_QUESTIONS = {
     "worker_present": "is there a worker in the image?",
     "count_workers": "how many workers are in the image?",
     "centre_object": "what is in the centre of the image?",
+    "worker_in_zone": "is the worker in the centre standing inside the painted lines?",
 }
 #: Named colours the generator's palettes map to (nearest in RGB).
 COLOR_NAMES = {
@@ -390,58 +398,98 @@ def _gen_count(ctx: _Ctx, target: str | None) -> Rendered | None:
     return image, str(len(counted)), t, pose, None
 
 
-def _gen_zone(ctx: _Ctx, target: str | None) -> Rendered | None:
-    """A view of a working machine's exclusion zone; is anyone inside it?"""
-    site = ctx.site
-    if not site.zones:
-        return None
-    if target == "yes":
-        ev = _event_t(ctx, "zone_intrusion")
-        if ev is None:
-            return None
-        t, _ = ev
-        mi = next(
-            h.machine
-            for h in site.hazards
-            if h.type == "zone_intrusion" and h.active(t) and h.machine is not None
-        )
-    else:
-        mi = int(ctx.rng.integers(len(site.zones)))
-        work = site.spec.machines[mi].working
-        if not work:
-            return None
-        s, e = work[int(ctx.rng.integers(len(work)))]
-        e = min(e, site.spec.duration_s) - 0.5
-        if e <= s:
-            return None
-        t = float(ctx.rng.uniform(s, e))
-    if not site.zone_active(mi, t):
-        return None
-    zone = site.zones[mi]
-    centre = zone.mean(axis=0)
-    radius = float(np.linalg.norm(zone - centre, axis=1).max())
-    point = (float(centre[0]), float(centre[1]), 0.5)
-    fov = math.degrees(
-        2 * math.atan(radius * float(ctx.rng.uniform(1.15, 1.4)) / _range_m(ctx.renderer, point))
+def _zone_state(site: Site, t: float, wi: int, active_only: bool) -> tuple[bool, float]:
+    """(worker ``wi`` inside a zone, distance in metres to the nearest zone) at ``t``.
+
+    ``active_only``: only zones whose machine works at ``t`` count as inside; a worker inside an
+    idle machine's painted zone is then neither (returned as inside with distance -1, rejected).
+    """
+    xy = site.workers_at(t).xy[wi]
+    nearest = math.inf
+    for mi, zone in enumerate(site.zones):
+        if points_in_polygon(xy[None], zone)[0]:
+            if active_only and not site.zone_active(mi, t):
+                return True, -1.0
+            return True, 0.0
+        a, b = zone, np.roll(zone, -1, axis=0)
+        ab = b - a
+        s = np.clip(((xy - a) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0, 1.0)
+        d = float(np.min(np.linalg.norm(a + s[:, None] * ab - xy, axis=1)))
+        if not active_only or site.zone_active(mi, t):
+            nearest = min(nearest, d)
+    return False, nearest
+
+
+def _zone_crop(ctx: _Ctx, t: float, wi: int) -> tuple[np.ndarray, PTZPose] | None:
+    """The gate's zone view: a square centred on the worker, ``ZONE_VIEW_PERSON_HEIGHTS`` of
+    their height wide (±15 %, as a detection box varies), so the painted boundary around them
+    shows; None when the worker is partly out of frame or hidden."""
+    ws = ctx.site.workers_at(t)
+    h = float(ctx.site.heights[wi])
+    centre = np.array([ws.xy[wi, 0], ws.xy[wi, 1], h * 0.5])
+    ang = math.degrees(2 * math.atan(h / 2 / _range_m(ctx.renderer, centre)))
+    fov = ang * ZONE_VIEW_PERSON_HEIGHTS * float(ctx.rng.uniform(0.85, 1.15))
+    pose = _pose_towards(ctx.renderer, centre, fov)
+    jitter = fov * 0.04
+    pose = PTZPose(
+        pose.pan_deg + float(ctx.rng.uniform(-jitter, jitter)),
+        pose.tilt_deg + float(ctx.rng.uniform(-jitter, jitter)),
+        pose.zoom,
     )
-    pose = _pose_towards(ctx.renderer, point, fov)
-    image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng, degrade=False)
-    if _color_share(image, site.spec.machines[mi].color) < 0.01:  # zone hidden by a building
-        return None
-    ws = site.workers_at(t)
-    inside = np.flatnonzero(points_in_polygon(ws.xy, zone))
-    if len(inside):
-        # every intruder must be visible, or the picture does not show the answer
-        for wi in inside:
-            box = (truth.classes == CLS_PERSON) & (truth.owner == wi)
-            if not box.any() or truth.visible[box].max() < 0.8 or truth.occluded[box].any():
+    image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng)
+    return (image, pose) if _worker_clear(truth, wi) else None
+
+
+def _gen_zone_worker(general: bool) -> Generator:
+    """Is the worker in the centre inside a machine's exclusion zone (its painted boundary)?
+
+    The view is the one the agent's gate cuts around a suspected intruder (:func:`_zone_crop`).
+    "yes": a worker during a zone-intrusion event (inside a working machine's zone). "no": the
+    same workers walking in or out just outside the line, or any worker within 10 m of an
+    active zone (the near misses a ground-position error turns into an alert); the general split
+    (``general``: painted lines, active or not) adds workers anywhere on the site.
+    """
+
+    def gen(ctx: _Ctx, target: str | None) -> Rendered | None:
+        site = ctx.site
+        events = [h for h in site.hazards if h.type == "zone_intrusion"]
+        mode = float(ctx.rng.random())
+        if target == "yes" or (target is None and mode < 0.5):
+            if not events:
                 return None
-        answer = "yes"
-    else:
-        answer = "no"
-    if target is not None and answer != target:
-        return None
-    return image, answer, t, pose, mi
+            ev = events[int(ctx.rng.integers(len(events)))]
+            end = min(ev.end_s, site.spec.duration_s) - 0.5
+            if end <= ev.start_s or ev.worker is None:
+                return None
+            t, wi = float(ctx.rng.uniform(ev.start_s, end)), int(ev.worker)
+        elif events and mode < 0.75:  # walking in or out: just outside the line
+            ev = events[int(ctx.rng.integers(len(events)))]
+            gap = float(ctx.rng.uniform(0.3, 8.0))
+            t = ev.start_s - gap if ctx.rng.random() < 0.5 else ev.end_s + gap
+            if ev.worker is None or not 0.0 <= t < site.spec.duration_s - 1.0:
+                return None
+            wi = int(ev.worker)
+        else:  # a worker near an active zone (anywhere on the site, for the general split)
+            t = _random_t(ctx)
+            if site.num_workers == 0:
+                return None
+            wi = int(ctx.rng.integers(site.num_workers))
+            if not general or mode < 0.9:
+                inside, dist = _zone_state(site, t, wi, active_only=not general)
+                if inside or dist > 10.0:
+                    return None
+        inside, dist = _zone_state(site, t, wi, active_only=not general)
+        if dist < 0:  # inside an idle machine's zone: not an intrusion, but looks like one
+            return None
+        answer = "yes" if inside else "no"
+        if target is not None and answer != target:
+            return None
+        crop = _zone_crop(ctx, t, wi)
+        if crop is None:
+            return None
+        return crop[0], answer, t, crop[1], wi
+
+    return gen
 
 
 def _gen_fire(ctx: _Ctx, target: str | None) -> Rendered | None:
@@ -508,9 +556,10 @@ GENERATORS: dict[str, Generator] = {
     "worker_present": _gen_worker_present,
     "count_workers": _gen_count,
     "centre_object": _gen_centre_object,
+    "worker_in_zone": _gen_zone_worker(general=True),
     "no_helmet": _gen_kit("helmet"),
     "no_vest": _gen_kit("vest"),
-    "zone_intrusion": _gen_zone,
+    "zone_intrusion": _gen_zone_worker(general=False),
     "fire_smoke": _gen_fire,
 }
 
@@ -534,8 +583,8 @@ def _plan(split: str, num: int) -> list[tuple[str, str | None]]:
         k = i // len(GENERAL_TYPES)
         target: str | None = None
         if kind in ("helmet_color", "vest_color"):
-            target = "none" if k % 4 == 0 else "wears"  # a quarter without the item
-        elif kind == "worker_present":
+            target = "none" if k % 3 == 0 else "wears"  # a third without the item
+        elif kind in ("worker_present", "worker_in_zone"):
             target = "yes" if k % 2 == 0 else "no"
         elif kind == "centre_object":
             target = ("worker", "fire", "ground")[k % 3]

@@ -6,6 +6,7 @@ Commands (each registers itself with one ``_add_*`` function listed in ``COMMAND
 
 * ``run``: the agent (the main job) — on the built-in virtual site, or a device config.
 * ``eval``: run the agent on virtual sites and score its alerts (precision, recall, ...).
+* ``tune-rules``: choose the hazard rules' thresholds for the best F1 on training sites.
 * ``subscribe``: watch a device's alerts and status on a broker, validated and pretty-printed.
 * ``render``: one picture of a site — panorama, plan view and PTZ views at several zooms.
 * ``site generate`` / ``site show``: write a generated site as YAML; summarise a site file.
@@ -219,13 +220,61 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         "--duration", type=float, default=120.0, help="site time per seed, seconds (default 120)"
     )
     p.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the scores here")
+    p.add_argument(
+        "--vlm-off-json", type=Path, metavar="OUT",
+        help="with --vlm on: also write the --vlm off scores of the same runs here (the VLM "
+        "never moves the camera, so the alert manager is replayed without it on each run's "
+        "recorded hazard observations: one run per seed for both figures)",
+    )  # fmt: skip
     p.set_defaults(handler=_cmd_eval)
+
+
+def _add_tune_rules(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "tune-rules",
+        help="choose each hazard rule's min_confidence and dwell_s for the best F1 on "
+        "training sites; write a device config for eval --config",
+        description="Run the agent once per training seed as `eval` does (no VLM), record every "
+        "frame's hazard observations, then replay the alert manager offline over a grid of "
+        "min_confidence (0.3-0.9, step 0.1) x dwell_s (0, 0.5, 1, 2, 3, 5 s) per hazard type "
+        "and keep the F1-best point (precision and recall pooled over the seeds). Thresholds "
+        "never move the camera (the policy acts on detections), so the replay is exact; it is "
+        "checked against each run. Held-out seeds (>= 1000) are refused.",
+    )
+    p.add_argument(
+        "--seeds", required=True, metavar="A-B", help="training site seeds (< 1000): a range "
+        "A-B (inclusive), a seed, or a comma-separated list of those",
+    )  # fmt: skip
+    p.add_argument(
+        "--config", type=Path, help="device config to start from (its rules, policy and "
+        "models; the tuned thresholds replace its hazards.<type> min_confidence and dwell_s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--policy", help="PTZ policy (default: the config's, else greedy)"
+    )  # fmt: skip
+    p.add_argument(
+        "--perception", choices=("sim", "detector"), default="sim",
+        help="simulated perception (sim, default) or the detector model (the config's "
+        "models.detector, else the shipped models/detector.onnx)",
+    )  # fmt: skip
+    p.add_argument(
+        "--duration", type=float, default=120.0, help="site time per seed, seconds (default 120)"
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="FILE",
+        help="write the tuned device config here (for sitehawk-edge eval --config FILE)",
+    )  # fmt: skip
+    p.add_argument(
+        "--json", type=Path, metavar="FILE", help="write every grid point's figures here"
+    )
+    p.set_defaults(handler=_cmd_tune_rules)
 
 
 #: Every subcommand's registration function, in `--help` order.
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_run,
     _add_eval,
+    _add_tune_rules,
     _add_subscribe,
     _add_render,
     _add_site,
@@ -444,6 +493,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from edge.evaluate import command
+
+    return command(args)
+
+
+def _cmd_tune_rules(args: argparse.Namespace) -> int:
+    from edge.tune_rules import command
 
     return command(args)
 

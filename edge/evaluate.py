@@ -25,6 +25,12 @@ The VLM is the ``--config`` file's (``vlm`` and ``models.vlm``) when it sets a b
 shipped ``models/vlm/vlm.gguf`` in-process (llama-cpp-python). ``--vlm off``: no VLM is asked.
 The VLM's timeout runs on the wall clock while the site runs faster than real time, so a run
 with ``--vlm on`` is not bit-for-bit repeatable (an answer may land a frame earlier or later).
+``--vlm on --vlm-off-json FILE`` also writes the ``--vlm off`` figures of the same runs to FILE
+(same keys, ``vlm: "off"``): the VLM decides only which alerts go out, never where the camera
+looks (the policy acts on the detections), so each run's hazard observations are recorded and
+the alert manager is replayed on them without the gate (:func:`edge.tune_rules.without_vlm`,
+the replay `sitehawk-edge tune-rules` checks against every run it makes) — one run per seed for
+a paired comparison, at half the cost of two evals.
 
 The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
 
@@ -58,15 +64,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.agent import AlertRecord
 from edge.alerts.schema import HAZARD_TYPES
 from edge.sim.scoring import GRACE_S, MARGIN_DEG, Score
 from firmware_config.cli_common import CommandError
 from firmware_config.device import DeviceConfig, HazardRules
+
+if TYPE_CHECKING:
+    from edge.runner import PreparedRun
 
 #: Seeds below this are training seeds (the held-out sites start here).
 HELD_OUT_SEED_MIN = 1000
@@ -310,8 +319,17 @@ def _site_config(seed: int, the_plan: EvalPlan, duration_s: float) -> DeviceConf
 
 # ---------------------------------------------------------------------------------------------
 # running
-def run_seed(seed: int, the_plan: EvalPlan, opts: EvalOptions) -> SeedResult:
-    """Run the agent on ``seed`` from site time 0 with a fresh temporary outbox; score it."""
+def run_seed(
+    seed: int,
+    the_plan: EvalPlan,
+    opts: EvalOptions,
+    instrument: Callable[[PreparedRun], None] | None = None,
+) -> SeedResult:
+    """Run the agent on ``seed`` from site time 0 with a fresh temporary outbox; score it.
+
+    ``instrument`` (for tools built on the eval, e.g. :mod:`edge.tune_rules`) is called with the
+    prepared run before it starts: it may add hooks (``run.agent.on_alert``) or wrap parts.
+    """
     from edge.console import RunConsole
     from edge.report import score_run
     from edge.runner import RunError, RunOptions, prepare
@@ -338,6 +356,8 @@ def run_seed(seed: int, the_plan: EvalPlan, opts: EvalOptions) -> SeedResult:
             raise EvalError(f"seed {seed}: {exc}") from None
         records: list[AlertRecord] = []
         run.agent.on_alert.append(records.append)
+        if instrument is not None:
+            instrument(run)
         wall_start = time.monotonic()
         try:
             run.agent.start()
@@ -370,6 +390,40 @@ def evaluate(
         if on_seed_done is not None:
             on_seed_done(result)
     return the_plan, results
+
+
+def evaluate_paired(
+    opts: EvalOptions,
+    the_plan: EvalPlan | None = None,
+    on_seed_start: Callable[[int], None] | None = None,
+    on_seed_done: Callable[[SeedResult], None] | None = None,
+) -> tuple[EvalPlan, list[SeedResult], list[SeedResult]]:
+    """``--vlm on`` and its ``--vlm off`` counterpart from the same runs: (plan, with the VLM,
+    without it).
+
+    Each seed runs once with the VLM; its hazard observations are recorded and the alert manager
+    is replayed without the gate (:func:`edge.tune_rules.without_vlm`). Exact, because the VLM
+    only decides which alerts go out, never where the camera looks (the policy acts on the
+    detections), so a ``--vlm off`` run sees the same frames and observations.
+    """
+    from edge.tune_rules import Recorder, without_vlm
+
+    check_options(opts)
+    if not opts.vlm:
+        raise EvalError("--vlm-off-json needs --vlm on")
+    if the_plan is None:
+        the_plan = plan(opts)
+    with_vlm, without = [], []
+    for seed in opts.seeds:
+        if on_seed_start is not None:
+            on_seed_start(seed)
+        recorder = Recorder()
+        result = run_seed(seed, the_plan, opts, recorder.instrument)
+        with_vlm.append(result)
+        without.append(without_vlm(recorder.recording(result)))
+        if on_seed_done is not None:
+            on_seed_done(result)
+    return the_plan, with_vlm, without
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,7 +519,7 @@ def results_table(data: dict[str, Any]) -> Any:
 
     table = Table(
         title=f"sitehawk-edge eval: policy {data['policy']}, perception {data['perception']}, "
-        f"{data['duration_s']:g} s per seed",
+        f"VLM {data['vlm']}, {data['duration_s']:g} s per seed",
     )
     for name in ("seed", "events", "alerts", "found", "prec", "recall", "false/h", "tta s"):
         table.add_column(name, justify="right")
@@ -503,6 +557,21 @@ def results_table(data: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 # the command
+
+
+def make_output_folders(*outputs: tuple[str, Path | None]) -> None:
+    """Create the folder of each (option, path) output, or fail naming the option and path."""
+    for option, path in outputs:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(
+                f"{option} {path}: cannot create the folder: {exc.strerror}"
+            ) from None
+
+
 def command(args: argparse.Namespace) -> int:
     """`sitehawk-edge eval` (registered in :mod:`edge.cli`)."""
     from rich.console import Console
@@ -519,13 +588,13 @@ def command(args: argparse.Namespace) -> int:
         )
         check_options(opts)
         the_plan = plan(opts)
+        off_out: Path | None = getattr(args, "vlm_off_json", None)
+        if off_out is not None and not opts.vlm:
+            raise EvalError(f"--vlm-off-json {off_out}: needs --vlm on")
     except EvalError as exc:
         raise CommandError(str(exc)) from None
     out: Path = args.json
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CommandError(f"--json {out}: cannot create the folder: {exc.strerror}") from None
+    make_output_folders(("--json", out), ("--vlm-off-json", off_out))
     training = training_seeds(opts.seeds)
     if training:
         shown = ", ".join(map(str, training[:10])) + (", …" if len(training) > 10 else "")
@@ -543,24 +612,39 @@ def command(args: argparse.Namespace) -> int:
         console=stderr,
     )
     task = progress.add_task("", total=len(opts.seeds))
+    off_results: list[SeedResult] = []
     with progress:
         try:
-            the_plan, results = evaluate(
-                opts,
-                the_plan,
-                on_seed_start=lambda seed: progress.update(task, description=f"seed {seed}"),
-                on_seed_done=lambda _: progress.advance(task),
-            )
+            if off_out is None:
+                the_plan, results = evaluate(
+                    opts,
+                    the_plan,
+                    on_seed_start=lambda seed: progress.update(task, description=f"seed {seed}"),
+                    on_seed_done=lambda _: progress.advance(task),
+                )
+            else:
+                the_plan, results, off_results = evaluate_paired(
+                    opts,
+                    the_plan,
+                    on_seed_start=lambda seed: progress.update(task, description=f"seed {seed}"),
+                    on_seed_done=lambda _: progress.advance(task),
+                )
         except EvalError as exc:
             raise CommandError(str(exc)) from None
     data = summary(opts, the_plan, results)
-    try:
-        out.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as exc:
-        raise CommandError(f"--json {out}: cannot write: {exc.strerror}", 1) from None
+    written = [(out, "--json", data)]
+    if off_out is not None:
+        off_opts = replace(opts, vlm=False)
+        written.append((off_out, "--vlm-off-json", summary(off_opts, the_plan, off_results)))
+    for path, option, content in written:
+        try:
+            path.write_text(json.dumps(content, indent=2) + "\n")
+        except OSError as exc:
+            raise CommandError(f"{option} {path}: cannot write: {exc.strerror}", 1) from None
     console = Console(highlight=False)
     if not console.is_terminal:  # a pipe or a log: wide enough for every column's title
         console.width = max(console.width, 110)
-    console.print(results_table(data))
-    print(f"wrote {out}")
+    for _, _, content in written:
+        console.print(results_table(content))
+    print("wrote " + " and ".join(str(path) for path, _, _ in written))
     return 0

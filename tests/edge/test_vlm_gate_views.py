@@ -1,0 +1,61 @@
+"""The VLM gate asks only about views the model can judge (edge/alerts/vlm_gate.py
+``unanswerable``): not an object cut by the frame's edge, not a crop far below the model's input
+size. Such an alert goes out unasked (``vlm: null``) — never suppressed on a view that cannot
+show the hazard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.alerts.rules import HazardObservation
+from edge.alerts.vlm_gate import WorkerVlmGate, unanswerable
+from edge.geometry import PTZPose
+
+SHAPE = (720, 1280, 3)
+
+
+@pytest.mark.parametrize("hazard", ["no_helmet", "no_vest", "fire_smoke", "zone_intrusion"])
+def test_an_object_cut_by_the_frames_edge_is_not_asked_about(hazard: str) -> None:
+    inside = (0.45, 0.3, 0.5, 0.6)  # 216 px tall, well inside
+    assert unanswerable(SHAPE, inside, hazard, 96) is None
+    for cut in [(0.45, 0.0, 0.5, 0.3), (0.45, 0.7, 0.5, 1.0), (0.0, 0.3, 0.05, 0.6)]:
+        assert "edge" in (unanswerable(SHAPE, cut, hazard, 96) or ""), cut
+    assert unanswerable(SHAPE, (0.45, 0.7, 0.5, 0.9985), hazard, 96) is not None  # 1 px away
+
+
+def test_a_crop_far_below_the_models_input_is_not_asked_about() -> None:
+    # a 53 px tall worker: head and shoulders are a 30 px crop, blown up 3x for a 96 px model
+    small = (0.5, 0.4, 0.51, 0.4 + 53 / 720)
+    assert "crop" in (unanswerable(SHAPE, small, "no_helmet", 96) or "")
+    # the whole worker (no_vest) is a 66 px crop: at least half the model's input, asked
+    assert unanswerable(SHAPE, small, "no_vest", 96) is None
+    assert unanswerable(SHAPE, small, "no_vest", 160) is not None
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.submitted: list[Any] = []
+
+    def submit(self, image: np.ndarray, question: str) -> Any:
+        self.submitted.append((image.shape, question))
+        return object()
+
+
+def test_the_gate_does_not_ask_and_counts_it() -> None:
+    worker = _Worker()
+    gate = WorkerVlmGate(worker)  # type: ignore[arg-type]
+    frame = np.zeros(SHAPE, dtype=np.uint8)
+    pose = PTZPose(0.0, 0.0, 4.0)
+
+    def obs(bbox: tuple[float, float, float, float]) -> HazardObservation:
+        return HazardObservation("no_helmet", "p1", 0.0, 0.0, bbox, None, 0.9, size_deg=2.0)
+
+    assert gate(obs((0.7, 0.0, 0.73, 0.2)), frame, pose) is None  # head above the frame
+    assert worker.submitted == []
+    assert gate.stats()["not_asked"] == 1 and gate.stats()["asked"] == 0
+    assert gate(obs((0.45, 0.3, 0.5, 0.6)), frame, pose) is not None
+    assert worker.submitted == [((96, 96, 3), "is the worker in the centre wearing a hard hat?")]
+    assert gate.stats()["asked"] == 1

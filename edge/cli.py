@@ -183,6 +183,15 @@ def _add_subscribe(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_cmd_subscribe)
 
 
+def _add_scored_perception(p: argparse.ArgumentParser) -> None:
+    """``--perception`` of the commands that score the agent on virtual sites (eval, tune-rules)."""
+    p.add_argument(
+        "--perception", choices=("sim", "detector"), default="sim",
+        help="simulated perception (sim, default) or the detector model (the config's "
+        "models.detector, else the shipped models/detector.onnx)",
+    )  # fmt: skip
+
+
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval",
@@ -206,11 +215,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         "--policy", help="PTZ policy: static_wide, patrol, random, greedy, learned (default: "
         "the config's, else greedy)",
     )  # fmt: skip
-    p.add_argument(
-        "--perception", choices=("sim", "detector"), default="sim",
-        help="simulated perception (sim, default) or the detector model (the config's "
-        "models.detector, else the shipped models/detector.onnx)",
-    )  # fmt: skip
+    _add_scored_perception(p)
     p.add_argument(
         "--vlm", choices=("on", "off"), default="off",
         help="on: the rules with vlm_check ask the VLM before raising (the config's VLM, else "
@@ -252,11 +257,7 @@ def _add_tune_rules(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy", help="PTZ policy (default: the config's, else greedy)"
     )  # fmt: skip
-    p.add_argument(
-        "--perception", choices=("sim", "detector"), default="sim",
-        help="simulated perception (sim, default) or the detector model (the config's "
-        "models.detector, else the shipped models/detector.onnx)",
-    )  # fmt: skip
+    _add_scored_perception(p)
     p.add_argument(
         "--duration", type=float, default=120.0, help="site time per seed, seconds (default 120)"
     )

@@ -127,6 +127,17 @@ def _pose_towards(renderer: Renderer, point: Any, fov_deg: float) -> PTZPose:
     return PTZPose(float(pan), float(tilt), renderer.fov_1x / fov_deg)
 
 
+def _aim_jittered(ctx: _Ctx, point: Any, fov_deg: float, jitter_share: float) -> PTZPose:
+    """:func:`_pose_towards`, then pan and tilt each moved by up to ``jitter_share`` × the FOV."""
+    pose = _pose_towards(ctx.renderer, point, fov_deg)
+    jitter = fov_deg * jitter_share
+    return PTZPose(
+        pose.pan_deg + float(ctx.rng.uniform(-jitter, jitter)),
+        pose.tilt_deg + float(ctx.rng.uniform(-jitter, jitter)),
+        pose.zoom,
+    )
+
+
 def _range_m(renderer: Renderer, point: Any) -> float:
     return float(np.linalg.norm(np.asarray(point, dtype=np.float64) - renderer.cam_pos))
 
@@ -266,13 +277,7 @@ def _worker_crop(
         span_m = h
     rng_m = _range_m(ctx.renderer, centre)
     fov = math.degrees(2 * math.atan(span_m / 2 / rng_m)) / float(ctx.rng.uniform(*frac_range))
-    pose = _pose_towards(ctx.renderer, centre, fov)
-    jitter = fov * 0.08
-    pose = PTZPose(
-        pose.pan_deg + float(ctx.rng.uniform(-jitter, jitter)),
-        pose.tilt_deg + float(ctx.rng.uniform(-jitter, jitter)),
-        pose.zoom,
-    )
+    pose = _aim_jittered(ctx, centre, fov, 0.08)
     image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng)
     ok = _head_clear(truth, wi) if focus == "head" else _worker_clear(truth, wi)
     return (image, truth, pose) if ok else None
@@ -429,13 +434,7 @@ def _zone_crop(ctx: _Ctx, t: float, wi: int) -> tuple[np.ndarray, PTZPose] | Non
     centre = np.array([ws.xy[wi, 0], ws.xy[wi, 1], h * 0.5])
     ang = math.degrees(2 * math.atan(h / 2 / _range_m(ctx.renderer, centre)))
     fov = ang * ZONE_VIEW_PERSON_HEIGHTS * float(ctx.rng.uniform(0.85, 1.15))
-    pose = _pose_towards(ctx.renderer, centre, fov)
-    jitter = fov * 0.04
-    pose = PTZPose(
-        pose.pan_deg + float(ctx.rng.uniform(-jitter, jitter)),
-        pose.tilt_deg + float(ctx.rng.uniform(-jitter, jitter)),
-        pose.zoom,
-    )
+    pose = _aim_jittered(ctx, centre, fov, 0.04)
     image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng)
     return (image, pose) if _worker_clear(truth, wi) else None
 

@@ -101,6 +101,7 @@ class AgentSettings:
     models: Mapping[str, str] = field(default_factory=dict)  # policy/VLM files: name -> sha256
     alert_log: Path | None = None  # alerts.jsonl: every emitted alert as published
     timing_window: int = 600  # frames the latency percentiles cover
+    vlm_max_wait_s: float = 3.0  # a ripe hazard waits this long for a view the VLM can judge
 
 
 @dataclass
@@ -176,6 +177,8 @@ class CameraLoop:
             rules=dict(settings.rules),
             models=self.models,
             vlm_gate=vlm_gate,
+            vlm_max_wait_s=settings.vlm_max_wait_s,
+            fov_h_1x_deg=setup.mount.limits.fov_h_1x_deg,
         )
         self.builder = (
             ObservationBuilder(setup.mount, setup.observation) if setup.policy is not None else None

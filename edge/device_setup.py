@@ -133,4 +133,5 @@ def agent_settings(
         telemetry_interval_s=config.telemetry_interval_s,
         models=dict(models or {}),
         alert_log=alert_log,
+        vlm_max_wait_s=config.vlm.max_wait_s,
     )

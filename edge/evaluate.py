@@ -49,7 +49,12 @@ The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
 * ``grace_s``, ``margin_deg``: the matching rule's grace and margin.
 * ``per_seed``: one object per seed with ``seed``, ``precision``, ``recall``,
   ``false_alerts_per_hour``, ``tta_mean_s``, ``alerts``, ``hazards``, ``matched``,
-  ``site_time_s``, ``frames``, ``wall_s``.
+  ``site_time_s``, ``frames``, ``wall_s``, ``gate``.
+* ``gate``: with ``--vlm on``, what the VLM gate did, summed over the seeds (null with ``--vlm
+  off``): the gate's counts (``asked``, ``confirmed``, ``contradicted``, ``unconfirmed``,
+  ``timeout``, ``unavailable``, ``not_yet`` — frames whose view it could not judge) and the
+  alert manager's (``waited`` — events that waited for a judgeable view, ``unasked_after_wait``
+  — raised unasked when the wait ran out).
 
 Seeds below 1000 are the policy's training seeds: allowed, with a warning (held-out figures come
 from seeds ≥ 1000).
@@ -63,6 +68,7 @@ import json
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,6 +109,7 @@ SUMMARY_KEYS = (
     "grace_s",
     "margin_deg",
     "per_seed",
+    "gate",
 )
 #: The keys of each ``per_seed`` entry.
 PER_SEED_KEYS = (
@@ -147,6 +154,7 @@ class SeedResult:
     score: Score
     frames: int
     wall_s: float
+    gate: dict[str, int] | None = None  # --vlm on: the gate's and the manager's counts
 
     @property
     def site_time_s(self) -> float:
@@ -368,7 +376,13 @@ def run_seed(
         wall_s = time.monotonic() - wall_start
         (rig,) = run.rigs
         score = score_run(rig, records)
-        return SeedResult(seed, score, rig.camera.num_frames, wall_s)
+        gate_stats = getattr(run.agent.vlm_gate, "stats", None)
+        gate = (
+            {**gate_stats(), **run.agent.cameras[0].manager.vlm_counts}
+            if callable(gate_stats)
+            else None
+        )
+        return SeedResult(seed, score, rig.camera.num_frames, wall_s, gate)
 
 
 def evaluate(
@@ -466,6 +480,7 @@ def seed_summary(result: SeedResult) -> dict[str, Any]:
         "site_time_s": round(result.site_time_s, 3),
         "frames": result.frames,
         "wall_s": round(result.wall_s, 3),
+        "gate": result.gate,
     }
 
 
@@ -475,6 +490,13 @@ def thresholds(rules: HazardRules) -> dict[str, dict[str, Any]]:
         hazard: {name: getattr(rules.rule(hazard), name) for name in THRESHOLD_FIELDS}
         for hazard in HAZARD_TYPES
     }
+
+
+def _pooled_gate(results: list[SeedResult]) -> dict[str, int] | None:
+    counts: Counter[str] = Counter()
+    for r in results:
+        counts.update(r.gate or {})
+    return dict(counts) if any(r.gate is not None for r in results) else None
 
 
 def summary(opts: EvalOptions, the_plan: EvalPlan, results: list[SeedResult]) -> dict[str, Any]:
@@ -501,6 +523,7 @@ def summary(opts: EvalOptions, the_plan: EvalPlan, results: list[SeedResult]) ->
         "grace_s": GRACE_S,
         "margin_deg": MARGIN_DEG,
         "per_seed": [seed_summary(r) for r in results],
+        "gate": _pooled_gate(results),
     }
     assert tuple(out) == SUMMARY_KEYS
     return out

@@ -465,6 +465,12 @@ class VlmConfig(_Strict):
     max_queue: int = Field(
         4, ge=1, description="Questions waiting at most; beyond it alerts go out unconfirmed"
     )
+    max_wait_s: float = Field(
+        3.0,
+        ge=0,
+        description="How long a hazard waits for a frame the VLM can judge (sharp, whole, big "
+        "enough) before its alert goes out unasked",
+    )
 
     @model_validator(mode="after")
     def _backend(self) -> VlmConfig:

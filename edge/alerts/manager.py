@@ -11,7 +11,13 @@ rules produced and decides, per hazard *event*:
   waits in ``verifying`` (its evidence JPEG already cut from the frame that asked) and is
   raised or suppressed on the first later frame whose :meth:`update` finds the answer — the
   control loop never waits for the VLM. The gate itself bounds the wait (its timeout resolves
-  as ``error: "timeout"``, ``confirmed: null``: the alert goes out).
+  as ``error: "timeout"``, ``confirmed: null``: the alert goes out). A gate may also answer
+  :class:`NotYet` — this frame shows nothing it can judge (the camera's motion smears it, the
+  object is cut by the frame's edge or too small): the event stays ``pending`` and the gate is
+  asked again on each later frame that observes it, for up to ``vlm_max_wait_s``; after that
+  the alert goes out unasked (``vlm: null``). The manager estimates each frame's motion blur
+  from the poses of consecutive frames (pan/tilt speed × ``exposure_s`` × pixels per degree at
+  the frame's zoom) and hands it to the gate.
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
   location and the raised message's ``evidence`` (same ``snapshot_topic`` and ``sha256``: no new
   JPEG is sent; a subscriber already has it).
@@ -49,6 +55,7 @@ import logging
 import math
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,7 +80,7 @@ from edge.alerts.schema import (
 from edge.alerts.snapshot import render_snapshot
 from edge.alerts.state import StateStore
 from edge.alerts.tracker import angular_distance_deg
-from edge.geometry import PTZPose, wrap_deg
+from edge.geometry import PTZPose, fov_h_deg, wrap_deg
 from edge.matching import greedy_pairs
 
 log = logging.getLogger(__name__)
@@ -94,10 +101,27 @@ class PendingVlmCheck(Protocol):
         ...
 
 
-#: Asked before raising when a rule has ``require_vlm``: (observation, frame, pose) → the VLM
-#: outcome for the alert's ``vlm`` field now, a :class:`PendingVlmCheck` to poll on later
-#: frames, or None when no VLM was asked (the alert goes out with ``vlm: null``).
-VlmGate = Callable[[HazardObservation, np.ndarray, PTZPose], VlmCheck | PendingVlmCheck | None]
+@dataclass(frozen=True)
+class NotYet:
+    """A gate's answer for a view it cannot judge yet: ask again on a later frame."""
+
+    reason: str
+
+
+#: Asked before raising when a rule has ``require_vlm``: (observation, frame, pose, blur_px —
+#: the frame's estimated motion blur in its own pixels) → the VLM outcome for the alert's
+#: ``vlm`` field now, a :class:`PendingVlmCheck` to poll on later frames, :class:`NotYet`
+#: (ask again on a later frame, up to the manager's ``vlm_max_wait_s``), or None when no VLM
+#: was asked (the alert goes out with ``vlm: null``).
+VlmGate = Callable[
+    [HazardObservation, np.ndarray, PTZPose, float],
+    VlmCheck | PendingVlmCheck | NotYet | None,
+]
+#: The exposure the motion-blur estimate assumes when the camera does not say (1/60 s: a long
+#: shutter for daylight, so the estimate errs towards waiting for a sharper frame).
+DEFAULT_EXPOSURE_S = 1.0 / 60.0
+#: How long a ripe event waits for a view the VLM can judge before it goes out unasked.
+DEFAULT_VLM_MAX_WAIT_S = 3.0
 
 EventStatus = Literal["pending", "verifying", "raised", "suppressed"]
 
@@ -147,6 +171,8 @@ class _Event:
     #: of the frame that asked and the location of its observation)
     question: PendingVlmCheck | None = None
     held: tuple[bytes, AlertEvidence, AlertLocation] | None = None
+    #: while ``pending`` past its dwell: when the gate first answered :class:`NotYet`
+    waiting_since: float | None = None
 
     def to_state(self) -> dict[str, Any]:
         """JSON for the state store (times only as wall clock: the timing clock restarts)."""
@@ -223,6 +249,9 @@ class AlertManager:
         rules: Mapping[str, HazardRuleSpec] | None = None,
         models: Mapping[str, str] | None = None,
         vlm_gate: VlmGate | None = None,
+        vlm_max_wait_s: float = DEFAULT_VLM_MAX_WAIT_S,
+        fov_h_1x_deg: float = 60.0,
+        exposure_s: float = DEFAULT_EXPOSURE_S,
         max_gap_s: float = 1.5,
         rebind_after_s: float = 1.0,
         rebind_sizes: float = 2.0,
@@ -244,6 +273,14 @@ class AlertManager:
             if name not in HAZARD_TYPES:
                 raise ValueError(f"hazards.{name}: unknown hazard type ({', '.join(HAZARD_TYPES)})")
             merged[name] = rule
+        lower_bounds: dict[str, tuple[float, float]] = {
+            "vlm_max_wait_s": (vlm_max_wait_s, 0.0),
+            "exposure_s": (exposure_s, 0.0),
+            "fov_h_1x_deg": (fov_h_1x_deg, 1e-3),
+        }
+        for name, (number, least) in lower_bounds.items():
+            if not (math.isfinite(number) and number >= least):
+                raise ValueError(f"{name}: {number} must be a finite number >= {least:g}")
         for name, digest in (models or {}).items():
             if not name or not isinstance(digest, str) or not _SHA256.match(digest):
                 raise ValueError(f"models.{name}: {digest!r} is not a lowercase hex sha256")
@@ -254,6 +291,14 @@ class AlertManager:
         self.rules = merged
         self.models = dict(models or {})
         self.vlm_gate = vlm_gate
+        self.vlm_max_wait_s = vlm_max_wait_s
+        self.fov_h_1x_deg = fov_h_1x_deg
+        self.exposure_s = exposure_s
+        #: ``waited``: events the gate made wait for a judgeable view at least once;
+        #: ``unasked_after_wait``: those raised unasked when ``vlm_max_wait_s`` ran out
+        self.vlm_counts: Counter[str] = Counter()
+        self._prev_pose: tuple[float, PTZPose] | None = None
+        self._blur_px = 0.0
         self.max_gap_s = max_gap_s
         self.rebind_after_s = rebind_after_s
         self.rebind_sizes = rebind_sizes
@@ -298,6 +343,7 @@ class AlertManager:
             known = latest.get((obs.type, obs.key))
             if known is None or obs.confidence > known.confidence:
                 latest[(obs.type, obs.key)] = obs
+        self._blur_px = self._motion_blur_px(now, pose, frame.shape[1])
         matches = self._match(list(latest.values()), now)
         observed = {id(ev) for ev, _ in matches if ev is not None}
         emitted, changed = self._expire(observed, now, wall)
@@ -312,6 +358,19 @@ class AlertManager:
         return emitted
 
     # ------------------------------------------------------------------ steps
+    def _motion_blur_px(self, now: float, pose: PTZPose, width_px: int) -> float:
+        """This frame's motion blur estimate in its pixels: the pan/tilt speed since the last
+        frame times the exposure, at this zoom's pixels per degree (0 on the first frame)."""
+        prev, self._prev_pose = self._prev_pose, (now, pose)
+        if prev is None or now <= prev[0]:
+            return 0.0
+        t0, p0 = prev
+        dt = now - t0
+        turned_deg = math.hypot(wrap_deg(pose.pan_deg - p0.pan_deg), pose.tilt_deg - p0.tilt_deg)
+        speed_dps = turned_deg / dt
+        px_per_deg = width_px / fov_h_deg(max(pose.zoom, 1e-6), self.fov_h_1x_deg)
+        return speed_dps * self.exposure_s * px_per_deg
+
     def _match(
         self, observations: list[HazardObservation], now: float
     ) -> list[tuple[_Event | None, HazardObservation]]:
@@ -411,6 +470,7 @@ class AlertManager:
                 ev = maybe_ev
                 if ev.status == "pending" and now - ev.last_seen_t > self.max_gap_s:
                     ev.first_seen_t, ev.first_seen_wall = now, wall  # the dwell starts over
+                    ev.waiting_since = None
                 if ev.key != obs.key:
                     ev.key = obs.key
                     changed = changed or ev.status == "raised"
@@ -420,9 +480,24 @@ class AlertManager:
             touched_raised = touched_raised or ev.status == "raised"
             if ev.status != "pending" or now - ev.first_seen_t < rule.dwell_s:
                 continue
-            vlm: VlmCheck | PendingVlmCheck | None = None
+            vlm: VlmCheck | PendingVlmCheck | NotYet | None = None
             if rule.require_vlm and self.vlm_gate is not None:
-                vlm = self.vlm_gate(obs, frame, pose)
+                vlm = self.vlm_gate(obs, frame, pose, self._blur_px)
+            if isinstance(vlm, NotYet):
+                if ev.waiting_since is None:
+                    ev.waiting_since = now
+                    self.vlm_counts["waited"] += 1
+                if now - ev.waiting_since < self.vlm_max_wait_s:
+                    continue  # still pending: the gate is asked again on a later frame
+                self.vlm_counts["unasked_after_wait"] += 1
+                log.info(
+                    "%s %s: raised unasked after %.1f s: %s",
+                    ev.hazard,
+                    ev.key,
+                    now - ev.waiting_since,
+                    vlm.reason,
+                )
+                vlm = None
             if vlm is not None and not isinstance(vlm, dict):
                 # asked, answer later: keep this frame's evidence for the raise
                 ev.status, ev.question = "verifying", vlm

@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.alerts.manager import NotYet
 from edge.alerts.rules import HazardObservation
 from edge.alerts.schema import VlmCheck
 from edge.geometry import PTZPose
@@ -46,6 +47,9 @@ MIN_CROP_PX = 16
 #: edge, or a crop under this share of the model's input size (in frame pixels).
 EDGE_MARGIN_PX = 2.0
 MIN_ASK_SCALE = 0.5
+#: Not asked on this frame: the camera's motion smears the crop by more than this many pixels
+#: of the model's input (the training views are still; a fast pan smears a head by its width).
+MAX_BLUR_MODEL_PX = 3.0
 
 # Crop geometry per question view, in units of the detection box's height (person boxes) or
 # its larger side (fire): the training data's framing (trainer/vlm/data.py: head and shoulders,
@@ -102,7 +106,11 @@ def question_crop(
 
 
 def unanswerable(
-    shape: tuple[int, ...], bbox: tuple[float, float, float, float], hazard: str, size: int
+    shape: tuple[int, ...],
+    bbox: tuple[float, float, float, float],
+    hazard: str,
+    size: int,
+    blur_px: float = 0.0,
 ) -> str | None:
     """Why the model cannot judge ``hazard`` at ``bbox`` in a frame of ``shape`` (None: it can).
 
@@ -112,8 +120,13 @@ def unanswerable(
     frame's top edge was "wearing a hard hat" at p = 0.97. So the gate does not ask when the
     object's box reaches the frame's edge (within :data:`EDGE_MARGIN_PX`: its head, torso or
     flames may be out of view) or when the crop is under :data:`MIN_ASK_SCALE` of the model's
-    input in frame pixels; the alert then goes out unasked (``vlm: null``), as DESIGN.md's gate
-    wants for any VLM that cannot answer.
+    input in frame pixels, or when the camera's motion during the exposure (``blur_px``, in
+    frame pixels: the alert manager's estimate) smears the crop by more than
+    :data:`MAX_BLUR_MODEL_PX` of the model's input — on such frames the detector and the model
+    alike read a smeared helmet as a bare head. The gate then answers
+    :class:`~edge.alerts.manager.NotYet` and the manager asks again on a later frame; when none
+    comes in time the alert goes out unasked (``vlm: null``), as DESIGN.md's gate wants for any
+    VLM that cannot answer.
     """
     h, w = shape[:2]
     x0, y0, x1, y1 = (float(v) for v in bbox)
@@ -123,6 +136,12 @@ def unanswerable(
     side = _window(shape, bbox, hazard)[2]
     if side < MIN_ASK_SCALE * size:
         return f"the crop is {side:.0f} px, under {MIN_ASK_SCALE:g} of the model's {size} px"
+    side = max(side, float(MIN_CROP_PX))
+    if blur_px * size / side > MAX_BLUR_MODEL_PX:
+        return (
+            f"the camera's motion blurs the view ({blur_px:.1f} px over a {side:.0f} px crop, "
+            f"over {MAX_BLUR_MODEL_PX:g} px of the model's {size})"
+        )
     return None
 
 
@@ -173,8 +192,9 @@ class WorkerVlmGate:
 
     ``image_size``: the crop's side in pixels (the model's input; the shipped model's 96).
     ``counts`` (for telemetry and tests): ``asked``, ``confirmed``, ``contradicted``,
-    ``unconfirmed`` (answered without a verdict), ``timeout``, ``unavailable``, ``not_asked``
-    (a view the model cannot judge: :func:`unanswerable`).
+    ``unconfirmed`` (answered without a verdict), ``timeout``, ``unavailable``, ``not_yet``
+    (frames whose view the model cannot judge: :func:`unanswerable`; the alert manager asks
+    again on a later frame).
     """
 
     def __init__(
@@ -194,19 +214,26 @@ class WorkerVlmGate:
         self.counts: Counter[str] = Counter()
 
     def __call__(
-        self, observation: HazardObservation, frame: np.ndarray, pose: PTZPose
-    ) -> PendingQuestion | None:
+        self,
+        observation: HazardObservation,
+        frame: np.ndarray,
+        pose: PTZPose,
+        blur_px: float = 0.0,
+    ) -> PendingQuestion | NotYet | None:
         """Submit the hazard's question about a crop of ``frame``; None for a hazard type
-        without a question, or a view the model cannot judge (:func:`unanswerable`; counted
-        as ``not_asked``): the alert then goes out with ``vlm: null``."""
+        without a question (the alert goes out with ``vlm: null``); :class:`NotYet` for a view
+        the model cannot judge (:func:`unanswerable`; counted as ``not_yet``, one per frame):
+        the manager asks again on a later frame."""
         q = HAZARD_QUESTIONS.get(observation.type)
         if q is None:
             return None
-        why = unanswerable(frame.shape, observation.bbox, observation.type, self.image_size)
+        why = unanswerable(
+            frame.shape, observation.bbox, observation.type, self.image_size, blur_px
+        )
         if why is not None:
-            self.counts["not_asked"] += 1
-            log.info("%s %s: VLM not asked: %s", observation.type, observation.key, why)
-            return None
+            self.counts["not_yet"] += 1
+            log.debug("%s %s: VLM not asked yet: %s", observation.type, observation.key, why)
+            return NotYet(why)
         crop = question_crop(frame, observation.bbox, observation.type, self.image_size)
         self.counts["asked"] += 1
         request = self.worker.submit(crop, q.question)
@@ -231,7 +258,7 @@ class WorkerVlmGate:
         """Counts for telemetry / status (every key present, zeros included)."""
         keys = (
             "asked",
-            "not_asked",
+            "not_yet",
             "confirmed",
             "contradicted",
             "unconfirmed",

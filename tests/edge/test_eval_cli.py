@@ -46,6 +46,7 @@ KEYS = {
     "grace_s",
     "margin_deg",
     "per_seed",
+    "gate",
 }
 PER_SEED_KEYS = {
     "seed",
@@ -58,6 +59,7 @@ PER_SEED_KEYS = {
     "matched",
     "site_time_s",
     "frames",
+    "gate",
     "wall_s",
 }
 HAZARDS = ("no_helmet", "no_vest", "zone_intrusion", "fire_smoke")
@@ -112,6 +114,7 @@ def test_eval_writes_the_documented_json(
         assert row["frames"] == 300  # 10 frames per site second, from site time 0
         assert _fraction_or_none(row["precision"]) and _fraction_or_none(row["recall"])
     assert sum(row["alerts"] for row in data["per_seed"]) == data["alerts"]
+    assert data["gate"] is None and all(row["gate"] is None for row in data["per_seed"])
     assert "total" in printed.out and "1003" in printed.out  # the table
     assert "warning" not in printed.err  # held-out seeds
     assert not _private_state.exists()  # a temporary outbox per seed, never the device's
@@ -156,6 +159,8 @@ def test_vlm_on_runs_the_shipped_vlm(tmp_path: Path, capsys: pytest.CaptureFixtu
     data = json.loads(out.read_text())
     assert set(data) == KEYS and data["vlm"] == "on"
     assert data["per_seed"][0]["frames"] == 30
+    gate = data["gate"]  # the gate's and the alert manager's counts
+    assert {"asked", "not_yet", "confirmed", "contradicted", "timeout"} <= set(gate)
 
 
 def test_perception_detector_runs_the_shipped_detector(tmp_path: Path) -> None:

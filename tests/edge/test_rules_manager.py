@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from edge.alerts.manager import AlertManager, Emitted
+from edge.alerts.manager import AlertManager, Emitted, NotYet
 from edge.alerts.rules import (
     DEFAULT_HAZARD_RULES,
     HazardObservation,
@@ -172,7 +172,7 @@ def _manager(store: StateStore | None = None, **kwargs: Any) -> AlertManager:
         camera_id="cam0",
         snapshot_topic=lambda a: f"sitehawk/v1/site-a/dev-1/snapshot/{a}",
         agent_version="0.1.0-test",
-        rules=FAST,
+        rules=kwargs.pop("rules", FAST),
         models=MODELS,
         **kwargs,
     )
@@ -580,7 +580,9 @@ def test_vlm_gate_suppresses_only_a_confident_contradiction(
 ) -> None:
     calls = []
 
-    def gate(obs: HazardObservation, frame: np.ndarray, pose: PTZPose) -> VlmCheck | None:
+    def gate(
+        obs: HazardObservation, frame: np.ndarray, pose: PTZPose, blur_px: float
+    ) -> VlmCheck | None:
         calls.append(obs.key)
         return answer
 
@@ -601,6 +603,69 @@ def test_vlm_gate_suppresses_only_a_confident_contradiction(
     if raises:
         assert out[0].alert["vlm"] == answer
         _check(out)
+
+
+def _waiting_manager(answers: list[Any], calls: list[float]) -> AlertManager:
+    """A manager whose gate answers from ``answers`` in turn (the last one repeats) and records
+    the blur estimate it was given."""
+
+    def gate(obs: HazardObservation, frame: np.ndarray, pose: PTZPose, blur_px: float) -> Any:
+        calls.append(blur_px)
+        return answers[min(len(calls), len(answers)) - 1]
+
+    rules = dict(FAST, no_helmet=HazardRuleSpec(dwell_s=1.0, cooldown_s=5.0, require_vlm=True))
+    return _manager(rules=rules, vlm_gate=gate, vlm_max_wait_s=2.0)
+
+
+def test_a_gate_that_cannot_judge_the_view_yet_is_asked_again_on_later_frames() -> None:
+    calls: list[float] = []
+    manager = _waiting_manager([NotYet("blurred"), NotYet("blurred"), _vlm(False)], calls)
+    out = _run(manager, [(0.1 * k, [_obs()]) for k in range(40)])
+    assert len(calls) == 3  # from the dwell on, each frame until it could ask
+    assert out == []  # the third frame's confident contradiction suppressed it
+    assert manager.vlm_counts == {"waited": 1}
+
+
+def test_an_event_that_never_gets_a_judgeable_view_goes_out_unasked_after_the_wait() -> None:
+    calls: list[float] = []
+    manager = _waiting_manager([NotYet("blurred")], calls)
+    out = _run(manager, [(round(0.1 * k, 1), [_obs()]) for k in range(40)])
+    (t, raised), *_ = out
+    assert raised.state == "raised" and raised.alert["vlm"] is None
+    assert t == pytest.approx(1.0 + 2.0)  # the dwell, then vlm_max_wait_s
+    assert manager.vlm_counts == {"waited": 1, "unasked_after_wait": 1}
+    _check([e for _, e in out])
+
+
+def test_an_event_whose_evidence_stops_while_it_waits_is_forgotten() -> None:
+    calls: list[float] = []
+    manager = _waiting_manager([NotYet("blurred")], calls)
+    seen = [(round(0.1 * k, 1), [_obs()]) for k in range(15)]
+    gone: list[tuple[float, list[HazardObservation]]] = [
+        (round(1.5 + 0.1 * k, 1), []) for k in range(40)
+    ]
+    assert _run(manager, seen + gone) == []
+
+
+def test_the_gate_gets_each_frames_motion_blur_estimate_from_the_poses() -> None:
+    calls: list[float] = []
+    rules = dict(FAST, no_helmet=HazardRuleSpec(dwell_s=0.0, cooldown_s=5.0, require_vlm=True))
+
+    def gate(obs: HazardObservation, frame: np.ndarray, pose: PTZPose, blur_px: float) -> Any:
+        calls.append(blur_px)
+        return NotYet("recording")
+
+    manager = _manager(rules=rules, vlm_gate=gate, exposure_s=0.01)
+    wall = WALL0
+    # 1280 px over 60 deg / 4 = 15 deg: 85.3 px per degree at 4x
+    manager.update([_obs()], wall, FRAME, PTZPose(178.0, -10.0, 4.0), 0.0)
+    manager.update([_obs()], wall, FRAME, PTZPose(-180.0, -10.0, 4.0), 0.1)  # 20 deg/s over ±180
+    manager.update([_obs()], wall, FRAME, PTZPose(-180.0, -10.0, 4.0), 0.2)  # still
+    manager.update([_obs()], wall, FRAME, PTZPose(-177.6, -13.2, 4.0), 0.3)  # 4 deg: 40 deg/s
+    px_per_deg = FRAME.shape[1] / 15.0
+    assert calls == pytest.approx([0.0, 20 * 0.01 * px_per_deg, 0.0, 40 * 0.01 * px_per_deg])
+    with pytest.raises(ValueError, match="exposure_s"):
+        _manager(exposure_s=-1.0)
 
 
 def test_vlm_gate_is_not_asked_when_the_rule_does_not_require_it() -> None:

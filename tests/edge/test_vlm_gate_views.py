@@ -1,7 +1,8 @@
 """The VLM gate asks only about views the model can judge (edge/alerts/vlm_gate.py
 ``unanswerable``): not an object cut by the frame's edge, not a crop far below the model's input
-size. Such an alert goes out unasked (``vlm: null``) — never suppressed on a view that cannot
-show the hazard."""
+size, not a frame the camera's motion smears. It answers ``NotYet`` and the alert manager asks
+again on later frames; an alert that never gets such a view goes out unasked (``vlm: null``) —
+never suppressed on a view that cannot show the hazard."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.alerts.manager import NotYet
 from edge.alerts.rules import HazardObservation
 from edge.alerts.vlm_gate import WorkerVlmGate, unanswerable
 from edge.geometry import PTZPose
@@ -35,6 +37,14 @@ def test_a_crop_far_below_the_models_input_is_not_asked_about() -> None:
     assert unanswerable(SHAPE, small, "no_vest", 160) is not None
 
 
+def test_a_view_smeared_by_the_cameras_motion_is_not_asked_about_yet() -> None:
+    worker = (0.45, 0.3, 0.5, 0.6)  # 216 px tall: head and shoulders are a 123 px crop
+    assert unanswerable(SHAPE, worker, "no_helmet", 96, blur_px=3.0) is None  # 2.3 model px
+    assert "motion" in (unanswerable(SHAPE, worker, "no_helmet", 96, blur_px=6.0) or "")
+    # the same smear over the wider zone view (6 heights) is still sharp enough
+    assert unanswerable(SHAPE, (0.49, 0.45, 0.5, 0.5), "zone_intrusion", 96, 6.0) is None
+
+
 class _Worker:
     def __init__(self) -> None:
         self.submitted: list[Any] = []
@@ -44,7 +54,7 @@ class _Worker:
         return object()
 
 
-def test_the_gate_does_not_ask_and_counts_it() -> None:
+def test_the_gate_does_not_ask_yet_and_counts_it() -> None:
     worker = _Worker()
     gate = WorkerVlmGate(worker)  # type: ignore[arg-type]
     frame = np.zeros(SHAPE, dtype=np.uint8)
@@ -53,9 +63,11 @@ def test_the_gate_does_not_ask_and_counts_it() -> None:
     def obs(bbox: tuple[float, float, float, float]) -> HazardObservation:
         return HazardObservation("no_helmet", "p1", 0.0, 0.0, bbox, None, 0.9, size_deg=2.0)
 
-    assert gate(obs((0.7, 0.0, 0.73, 0.2)), frame, pose) is None  # head above the frame
+    not_yet = gate(obs((0.7, 0.0, 0.73, 0.2)), frame, pose)  # head above the frame
+    assert isinstance(not_yet, NotYet) and "edge" in not_yet.reason
+    assert isinstance(gate(obs((0.45, 0.3, 0.5, 0.6)), frame, pose, 20.0), NotYet)  # smeared
     assert worker.submitted == []
-    assert gate.stats()["not_asked"] == 1 and gate.stats()["asked"] == 0
-    assert gate(obs((0.45, 0.3, 0.5, 0.6)), frame, pose) is not None
+    assert gate.stats()["not_yet"] == 2 and gate.stats()["asked"] == 0
+    assert gate(obs((0.45, 0.3, 0.5, 0.6)), frame, pose, 1.0) is not None
     assert worker.submitted == [((96, 96, 3), "is the worker in the centre wearing a hard hat?")]
     assert gate.stats()["asked"] == 1

@@ -6,6 +6,7 @@ import base64
 import json
 
 import cv2
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -96,6 +97,25 @@ def test_llama_cpp_answers_a_rendered_frame_like_transformers(checkpoint, export
     model, layout = load_vlm(checkpoint)
     expected = answer_questions(model, layout, [frame, frame[::-1].copy()], [QUESTION] * 2)
     assert [answer.text, other.text] == expected
+
+
+def test_one_batch_prompt_gives_libmtmds_logits_bit_for_bit(exported, frame):
+    """The backend's fast path (the prompt in one batch, the image encoded once for tile and
+    overview, the prompt's prefix kept in the KV cache) against libmtmd's own helper."""
+    backend = LlamaCppBackend(VLMModelFiles.find(exported), n_threads=1)
+    backend.load()
+    try:
+        assert backend.fast_path  # F32 token table, one-tile grid: load() enabled it
+        rng = np.random.default_rng(1)
+        for i in range(4):  # odd sizes too: libmtmd resizes to one tile either way
+            image = rng.integers(0, 256, (40 + 37 * i, 96 + 11 * i, 3), dtype=np.uint8)
+            question = [QUESTION, "is there smoke or fire in the image?"][i % 2]
+            helper = backend._eval_prompt(image, question, fast=False)
+            for _ in range(2):  # the second time with the prefix reused from the KV cache
+                fast = backend._eval_prompt(image, question, fast=True)
+                assert np.array_equal(fast, helper)
+    finally:
+        backend.close()
 
 
 def test_logits_match_transformers_with_f32_kv_cache(checkpoint, exported, frame):

@@ -54,7 +54,8 @@ The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
   off``): the gate's counts (``asked``, ``confirmed``, ``contradicted``, ``unconfirmed``,
   ``timeout``, ``unavailable``, ``not_yet`` — frames whose view it could not judge) and the
   alert manager's (``waited`` — events that waited for a judgeable view, ``unasked_after_wait``
-  — raised unasked when the wait ran out).
+  / ``unasked_out_of_view`` — raised unasked when the wait ran out / the object left the view
+  first).
 
 Seeds below 1000 are the policy's training seeds: allowed, with a warning (held-out figures come
 from seeds ≥ 1000).

@@ -338,7 +338,7 @@ def without_vlm(recording: Recording) -> SeedResult:
     ]
     score = score_alerts(recording.site, alerts, recording.t_start, recording.t_end)
     assert recording.result is not None
-    return replace(recording.result, score=score)
+    return replace(recording.result, score=score, gate=None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ rules produced and decides, per hazard *event*:
   as ``error: "timeout"``, ``confirmed: null``: the alert goes out). A gate may also answer
   :class:`NotYet` — this frame shows nothing it can judge (the camera's motion smears it, the
   object is cut by the frame's edge or too small): the event stays ``pending`` and the gate is
-  asked again on each later frame that observes it, for up to ``vlm_max_wait_s``; after that
-  the alert goes out unasked (``vlm: null``). The manager estimates each frame's motion blur
-  from the poses of consecutive frames (pan/tilt speed × ``exposure_s`` × pixels per degree at
-  the frame's zoom) and hands it to the gate.
+  asked again on each later frame that observes it, for up to ``vlm_max_wait_s``; after that,
+  or once it is out of view (unseen for ``max_gap_s``) before the gate could ask, the alert goes
+  out unasked (``vlm: null``, evidence from its last sighting): waiting never drops an event.
+  The manager estimates each frame's motion blur from the poses of consecutive frames (pan/tilt
+  speed × ``exposure_s`` × pixels per degree at the frame's zoom) and hands it to the gate.
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
   location and the raised message's ``evidence`` (same ``snapshot_topic`` and ``sha256``: no new
   JPEG is sent; a subscriber already has it).
@@ -171,8 +172,10 @@ class _Event:
     #: of the frame that asked and the location of its observation)
     question: PendingVlmCheck | None = None
     held: tuple[bytes, AlertEvidence, AlertLocation] | None = None
-    #: while ``pending`` past its dwell: when the gate first answered :class:`NotYet`
+    #: while ``pending`` past its dwell: when the gate first answered :class:`NotYet`, and the
+    #: latest observation and frame (a copy) — the evidence if it goes out unasked
     waiting_since: float | None = None
+    waiting_view: tuple[HazardObservation, np.ndarray] | None = None
 
     def to_state(self) -> dict[str, Any]:
         """JSON for the state store (times only as wall clock: the timing clock restarts)."""
@@ -422,6 +425,19 @@ class AlertManager:
                 continue
             unseen_s = now - ev.last_seen_t
             rule = self.rules[ev.hazard]
+            if ev.status == "pending" and ev.waiting_view is not None and unseen_s > self.max_gap_s:
+                # ripe, but out of view before the VLM could judge it: it goes out unasked (the
+                # gate suppresses only on a confident contradiction), from its last sighting
+                obs, frame = ev.waiting_view
+                ev.waiting_view = None
+                self.vlm_counts["unasked_out_of_view"] += 1
+                log.info(
+                    "%s %s: raised unasked, out of view before the VLM could judge it",
+                    ev.hazard,
+                    ev.key,
+                )
+                emitted.append(self._raise(ev, obs, None, frame, wall))
+                continue
             forget = (ev.status == "pending" and unseen_s > self.max_gap_s) or (
                 ev.status == "suppressed" and unseen_s >= rule.cooldown_s
             )
@@ -470,7 +486,7 @@ class AlertManager:
                 ev = maybe_ev
                 if ev.status == "pending" and now - ev.last_seen_t > self.max_gap_s:
                     ev.first_seen_t, ev.first_seen_wall = now, wall  # the dwell starts over
-                    ev.waiting_since = None
+                    ev.waiting_since = ev.waiting_view = None
                 if ev.key != obs.key:
                     ev.key = obs.key
                     changed = changed or ev.status == "raised"
@@ -488,6 +504,7 @@ class AlertManager:
                     ev.waiting_since = now
                     self.vlm_counts["waited"] += 1
                 if now - ev.waiting_since < self.vlm_max_wait_s:
+                    ev.waiting_view = (obs, frame.copy())
                     continue  # still pending: the gate is asked again on a later frame
                 self.vlm_counts["unasked_after_wait"] += 1
                 log.info(
@@ -498,6 +515,7 @@ class AlertManager:
                     vlm.reason,
                 )
                 vlm = None
+            ev.waiting_view = None
             if vlm is not None and not isinstance(vlm, dict):
                 # asked, answer later: keep this frame's evidence for the raise
                 ev.status, ev.question = "verifying", vlm

@@ -637,14 +637,23 @@ def test_an_event_that_never_gets_a_judgeable_view_goes_out_unasked_after_the_wa
     _check([e for _, e in out])
 
 
-def test_an_event_whose_evidence_stops_while_it_waits_is_forgotten() -> None:
+def test_an_event_out_of_view_before_the_gate_could_ask_goes_out_unasked() -> None:
+    """Waiting for a judgeable view never drops a ripe event: the gate may suppress only on a
+    confident contradiction (DESIGN.md)."""
     calls: list[float] = []
     manager = _waiting_manager([NotYet("blurred")], calls)
-    seen = [(round(0.1 * k, 1), [_obs()]) for k in range(15)]
+    seen = [(round(0.1 * k, 1), [_obs(conf=0.9 - 0.01 * k)]) for k in range(15)]
     gone: list[tuple[float, list[HazardObservation]]] = [
-        (round(1.5 + 0.1 * k, 1), []) for k in range(40)
+        (round(1.5 + 0.1 * k, 1), []) for k in range(80)
     ]
-    assert _run(manager, seen + gone) == []
+    out = _run(manager, seen + gone)
+    (t, raised), *rest = out
+    assert raised.state == "raised" and raised.alert["vlm"] is None
+    assert t == pytest.approx(1.4 + 1.5, abs=0.11)  # unseen for max_gap_s after its last sighting
+    assert raised.alert["confidence"] == pytest.approx(0.76)  # the last sighting's evidence
+    assert [e.state for _, e in rest] == ["cleared"]
+    assert manager.vlm_counts == {"waited": 1, "unasked_out_of_view": 1}
+    _check([e for _, e in out])
 
 
 def test_the_gate_gets_each_frames_motion_blur_estimate_from_the_poses() -> None:

@@ -139,6 +139,29 @@ def test_perfect_detections_score_one_in_every_bucket() -> None:
     assert m2["per_class"]["person"]["ap50"] == pytest.approx(1.0)
 
 
+def test_boxes_found_but_placed_loosely_score_at_iou_01_not_05() -> None:
+    """``ap10_by_size`` separates finding an object from placing its box: every detection
+    shifted right by 60 % of its width (IoU 0.25 with its object)."""
+    views = list(render_views(list(range(1000, 1004)), range(12)))
+    gt = merge_views(views)
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": [a["bbox"][0] + 0.6 * a["bbox"][2], *a["bbox"][1:]],
+            "score": 1,
+        }
+        for a in gt["annotations"]
+        if not a["iscrowd"]
+    ]
+    m = coco_metrics(gt, dets)
+    for name, row in m["per_class"].items():
+        for bucket, n in row["num_gt_by_size"].items():
+            if n:
+                assert row["ap10_by_size"][bucket] == pytest.approx(1.0), (name, bucket)
+                assert row["ap50_by_size"][bucket] == pytest.approx(0.0), (name, bucket)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     from trainer.detect.train import Recipe, train

@@ -68,6 +68,41 @@ def test_yes_no_balanced_per_hazard_type(hazard_dir):
     assert summary["held_out"] is False
 
 
+def test_gate_views_are_smeared_or_cut_and_keep_the_truth(hazard_dir, tmp_path, sites):
+    """``gate_views``: helmet/vest/fire samples drawn as a moving camera's gate sees them; the
+    answer is still the simulator's truth; clear samples are those of a plain dataset."""
+    out = tmp_path / "gv"
+    build_dataset("hazard", 24, list(range(6)), out, progress=False, gate_views=1.0)
+    plain = {s.id: s for s in load_samples(hazard_dir)}
+    samples = load_samples(out)
+    views = {s.view for s in samples if s.type != "zone_intrusion"}
+    assert views <= {"blur", "cut", "blur+cut"} and len(views) >= 2
+    assert {s.view for s in samples if s.type == "zone_intrusion"} == {"clear"}
+    for s in samples:
+        if s.type in ("no_helmet", "no_vest"):
+            kit = "helmet" if s.type == "no_helmet" else "vest"
+            wears = bool(getattr(sites[s.seed].workers_at(s.t), kit)[s.target])
+            assert s.answer == ("yes" if wears else "no"), s
+        if s.view == "clear":  # the same sample, pixel for pixel, as without gate views
+            same = plain[s.id]
+            assert (s.answer, s.t, s.pan_deg) == (same.answer, same.t, same.pan_deg)
+            assert np.array_equal(load_image_rgb(out, s), load_image_rgb(hazard_dir, same))
+    blurred = [s for s in samples if s.view == "blur"]
+    sharpness = [
+        np.abs(np.diff(load_image_rgb(out, s).astype(float), axis=1)).mean() for s in blurred
+    ]
+    clear = [
+        np.abs(np.diff(load_image_rgb(hazard_dir, s).astype(float), axis=1)).mean()
+        for s in plain.values()
+        if s.type != "zone_intrusion"
+    ]
+    assert np.median(sharpness) < np.median(clear)  # horizontal detail smeared by the pan
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gate_views"] == 1.0 and sum(summary["views"].values()) == 24
+    with pytest.raises(ValueError, match="gate-views"):
+        build_dataset("hazard", 4, [0], tmp_path / "bad", progress=False, gate_views=1.5)
+
+
 def test_general_answers_match_the_site(tmp_path, sites):
     build_dataset("general", 18, [0, 1, 2], tmp_path, progress=False)
     samples = load_samples(tmp_path)

@@ -86,6 +86,13 @@ def register_dataset(dataset_subparsers: Any) -> None:
         help="site seeds, e.g. 0-199 (default: 0-199; held-out sites are ≥ 1000)",
     )
     p.add_argument("--size", type=int, default=96, help="image side in pixels (default: 96)")
+    p.add_argument(
+        "--gate-views",
+        type=float,
+        default=0.0,
+        help="share of helmet/vest/fire samples drawn as the gate may see them on a moving "
+        "camera: motion-blurred and/or partly out of view (default: 0)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_dataset)
 
@@ -175,7 +182,13 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 
     seeds = args.seeds if args.seeds is not None else list(range(200))
     summary = build_dataset(
-        args.split, args.num, seeds, args.out, size=args.size, progress=not args.no_progress
+        args.split,
+        args.num,
+        seeds,
+        args.out,
+        size=args.size,
+        progress=not args.no_progress,
+        gate_views=args.gate_views,
     )
     print(json.dumps({k: summary[k] for k in ("n", "majority_baseline", "held_out")}))
     for kind, row in summary["per_type"].items():

@@ -13,6 +13,14 @@ Two splits:
 * ``hazard`` — the questions the agent asks before alerting (:data:`edge.vlm.questions.
   HAZARD_QUESTIONS`), yes and no balanced per hazard type.
 
+``gate_views`` (hazard split): the share of samples drawn as the agent's VLM gate may have to ask
+about them on a moving camera — smeared by the camera's motion (2–24 px of the 96-px image, the
+renderer's own motion blur) and/or aimed off the object so that part of it is out of the image
+(the gate's crop stops at the frame's edge). The answer is still the simulator's truth, also when
+the picture no longer shows it (a head out of view): the model learns to doubt such views instead
+of answering them confidently. Each sample records its ``view`` (``clear``, ``blur``, ``cut``,
+``blur+cut``).
+
 A dataset folder holds ``images/*.png`` (lossless, so a GGUF model sees the exact pixels),
 ``vqa.jsonl`` (one sample per line) and ``summary.json`` (counts, answer distribution and the
 majority-class baseline per question type).
@@ -81,6 +89,14 @@ COLOR_NAMES = {
 }
 IMAGE_SIZE_PX = 96
 DEGRADE_PROB = 0.3  # share of crops drawn at lower resolution and upsampled (a far object)
+#: Gate views: motion blur length in the image's pixels, and how far off the object the camera
+#: aims (share of the FOV) so that part of it is out of view.
+GATE_BLUR_PX = (2.0, 24.0)
+GATE_CUT_JITTER = (0.25, 0.45)
+VIEWS = ("clear", "blur", "cut", "blur+cut")
+GATE_VIEW_SHARES = {"blur": 0.4, "cut": 0.4, "blur+cut": 0.2}  # of the gate views
+#: Question types drawn as gate views (the zone question's view is cut around a still person).
+GATE_VIEW_TYPES = ("no_helmet", "no_vest", "fire_smoke")
 MAX_COUNT = 5
 
 
@@ -99,6 +115,7 @@ class VQASample:
     tilt_deg: float
     zoom: float
     target: int | None = None  # worker / machine / fire index the question is about
+    view: str = "clear"  # clear | blur | cut | blur+cut (see the module docstring)
 
 
 # ------------------------------------------------------------------------------------ sites
@@ -130,6 +147,8 @@ def _pose_towards(renderer: Renderer, point: Any, fov_deg: float) -> PTZPose:
 def _aim_jittered(ctx: _Ctx, point: Any, fov_deg: float, jitter_share: float) -> PTZPose:
     """:func:`_pose_towards`, then pan and tilt each moved by up to ``jitter_share`` × the FOV."""
     pose = _pose_towards(ctx.renderer, point, fov_deg)
+    if jitter_share == 0.0:
+        return pose
     jitter = fov_deg * jitter_share
     return PTZPose(
         pose.pan_deg + float(ctx.rng.uniform(-jitter, jitter)),
@@ -150,18 +169,20 @@ def _render(
     index: int,
     rng: np.random.Generator,
     degrade: bool = True,
+    motion_dps: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[np.ndarray, FrameTruth]:
-    """Render ``size``×``size``; sometimes at a lower resolution, upsampled (a far object)."""
+    """Render ``size``×``size``; sometimes at a lower resolution, upsampled (a far object);
+    smeared by a camera turning at ``motion_dps``."""
     if degrade and rng.random() < DEGRADE_PROB:
         src = int(size * rng.uniform(0.55, 0.9))
-        frame, truth = renderer.render(pose, t, src, src, index=index)
+        frame, truth = renderer.render(pose, t, src, src, index=index, motion_dps=motion_dps)
         image = cv2.resize(frame.image, (size, size), interpolation=cv2.INTER_LINEAR)
         assert truth is not None
         scale = size / src
         truth.boxes = truth.boxes * scale
         truth.width = truth.height = size
         return image, truth
-    frame, truth = renderer.render(pose, t, size, size, index=index)
+    frame, truth = renderer.render(pose, t, size, size, index=index, motion_dps=motion_dps)
     assert truth is not None
     return frame.image, truth
 
@@ -229,6 +250,22 @@ class _Ctx:
     rng: np.random.Generator
     size: int
     index: int
+    view: str = "clear"  # how this sample is drawn (VIEWS)
+
+    def aim_jitter(self, default: float) -> float:
+        """Share of the FOV the aim may be off the object: larger for a ``cut`` view."""
+        return float(self.rng.uniform(*GATE_CUT_JITTER)) if "cut" in self.view else default
+
+    def motion_dps(self, fov_deg: float) -> tuple[float, float]:
+        """The camera's pan/tilt speed for a ``blur`` view (the renderer smears by it over a
+        1/60 s exposure), mostly along pan; (0, 0) otherwise."""
+        if "blur" not in self.view:
+            return (0.0, 0.0)
+        length_px = float(self.rng.uniform(*GATE_BLUR_PX))
+        speed = length_px * 60.0 * fov_deg / self.size
+        angle = float(self.rng.uniform(-0.5, 0.5))  # radians off the pan axis
+        sign = 1.0 if self.rng.random() < 0.5 else -1.0
+        return (sign * speed * math.cos(angle), speed * math.sin(angle))
 
 
 #: image, answer, site time, pose, and the object asked about (worker / machine / fire index)
@@ -277,10 +314,26 @@ def _worker_crop(
         span_m = h
     rng_m = _range_m(ctx.renderer, centre)
     fov = math.degrees(2 * math.atan(span_m / 2 / rng_m)) / float(ctx.rng.uniform(*frac_range))
-    pose = _aim_jittered(ctx, centre, fov, 0.08)
-    image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng)
-    ok = _head_clear(truth, wi) if focus == "head" else _worker_clear(truth, wi)
+    pose = _aim_jittered(ctx, centre, fov, ctx.aim_jitter(0.08))
+    motion = ctx.motion_dps(fov)
+    image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng, motion_dps=motion)
+    if "cut" in ctx.view:  # partly out of view on purpose; still not hidden behind anything
+        ok = _in_view_unhidden(truth, wi)
+    else:
+        ok = _head_clear(truth, wi) if focus == "head" else _worker_clear(truth, wi)
     return (image, truth, pose) if ok else None
+
+
+def _in_view_unhidden(truth: FrameTruth, wi: int, min_visible: float = 0.3) -> bool:
+    """At least ``min_visible`` of the worker is in the image and nothing hides them (a ``cut``
+    view: the head or the torso may be out of it)."""
+    person = (truth.classes == CLS_PERSON) & (truth.owner == wi)
+    mine = truth.owner == wi
+    return bool(
+        person.any()
+        and (truth.visible[person] >= min_visible).all()
+        and not truth.occluded[mine].any()
+    )
 
 
 def _head_clear(truth: FrameTruth, wi: int) -> bool:
@@ -364,7 +417,10 @@ def _wide_view(ctx: _Ctx, t: float) -> tuple[np.ndarray, FrameTruth, PTZPose]:
     point = (float(ctx.rng.uniform(0, w)), float(ctx.rng.uniform(0, d)), 1.0)
     fov = float(ctx.rng.uniform(3.0, 15.0))
     pose = _pose_towards(ctx.renderer, point, fov)
-    image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng, degrade=False)
+    motion = ctx.motion_dps(fov)
+    image, truth = _render(
+        ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng, degrade=False, motion_dps=motion
+    )
     return image, truth, pose
 
 
@@ -503,10 +559,14 @@ def _gen_fire(ctx: _Ctx, target: str | None) -> Rendered | None:
         point = (fire.xy[0], fire.xy[1], height * float(ctx.rng.uniform(0.2, 0.5)))
         ang = math.degrees(2 * math.atan(height / 2 / _range_m(ctx.renderer, point)))
         fov = ang / float(ctx.rng.uniform(0.35, 0.9))
-        pose = _pose_towards(ctx.renderer, point, fov)
-        image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng)
+        pose = _aim_jittered(ctx, point, fov, ctx.aim_jitter(0.0))
+        motion = ctx.motion_dps(fov)
+        image, truth = _render(
+            ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng, motion_dps=motion
+        )
         fire_box = truth.classes == CLS_FIRE
-        if not fire_box.any() or truth.visible[fire_box].max() < 0.5:
+        min_visible = 0.2 if "cut" in ctx.view else 0.5
+        if not fire_box.any() or truth.visible[fire_box].max() < min_visible:
             return None
         # fires have no occlusion flag: the flames must show (not hidden behind a building)
         if _flame_pixels(image, truth.boxes[fire_box][0]) < 3:
@@ -601,10 +661,18 @@ def build_dataset(
     size: int = IMAGE_SIZE_PX,
     progress: bool = True,
     tries_per_seed: int = 30,
+    gate_views: float = 0.0,
 ) -> dict[str, Any]:
-    """Render ``num`` samples of ``split`` from ``seeds`` into ``out``; returns the summary."""
+    """Render ``num`` samples of ``split`` from ``seeds`` into ``out``; returns the summary.
+
+    ``gate_views``: the share of :data:`GATE_VIEW_TYPES` samples drawn as the gate may see
+    them (see the module docstring); their view is drawn from a generator of its own, so the
+    clear samples are the same as with ``gate_views=0``.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    if not 0.0 <= gate_views <= 1.0:
+        raise ValueError(f"--gate-views must be within 0-1, not {gate_views}")
     if num <= 0:
         raise ValueError(f"--num must be positive, not {num}")
     seeds = [int(s) for s in seeds]
@@ -625,7 +693,14 @@ def build_dataset(
                 seed = seeds[(home + hop) % len(seeds)]
                 site, renderer = cache.get(seed)
                 rng = np.random.default_rng([seed, i, hop])
-                ctx = _Ctx(site, renderer, seed, rng, size, i)
+                view = "clear"
+                if kind in GATE_VIEW_TYPES and gate_views > 0.0:
+                    view_rng = np.random.default_rng([seed, i, hop, 1])
+                    if view_rng.random() < gate_views:
+                        names = list(GATE_VIEW_SHARES)
+                        shares = list(GATE_VIEW_SHARES.values())
+                        view = str(view_rng.choice(names, p=shares))
+                ctx = _Ctx(site, renderer, seed, rng, size, i, view)
                 want = None if target == "wears" else target
                 for _ in range(tries_per_seed):
                     rendered = GENERATORS[kind](ctx, want)
@@ -655,6 +730,7 @@ def build_dataset(
                     tilt_deg=round(pose.tilt_deg, 4),
                     zoom=round(pose.zoom, 4),
                     target=obj,
+                    view=ctx.view,
                 )
             )
             bar.update(1)
@@ -671,6 +747,8 @@ def build_dataset(
             "seeds": [min(seeds), max(seeds)],
             "held_out": min(seeds) >= HELD_OUT_SEED_MIN,
             "image_size_px": size,
+            "gate_views": gate_views,
+            "views": dict(Counter(s.view for s in samples)),
         }
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -261,6 +261,10 @@ def build_vlm_gate(config: DeviceConfig) -> WorkerVlmGate | None:
             raise RunError(f"models.vlm {config.models.vlm}: {exc}") from None
         backend = LlamaCppBackend(files, n_threads=VLM_THREADS)
         size = int(files.manifest.get("image_size_px") or DEFAULT_IMAGE_SIZE)
+        # the views the model learnt to judge (export/vlm.py trained_views): asked about those
+        views = files.manifest.get("trained_views") or {}
+        max_blur = float(views.get("max_blur_px", 0.0))
+        partly_out = bool(views.get("partly_out_of_view", False))
     else:
         assert settings.url is not None  # DeviceConfig requires it for openai
         backend = OpenAIHTTPBackend(
@@ -269,8 +273,11 @@ def build_vlm_gate(config: DeviceConfig) -> WorkerVlmGate | None:
             timeout_s=settings.timeout_s,
         )
         size = DEFAULT_IMAGE_SIZE
+        max_blur, partly_out = 0.0, False  # a server's model: still, whole views only
     worker = VLMWorker(backend, timeout_s=settings.timeout_s, max_queue=settings.max_queue)
-    return WorkerVlmGate(worker, image_size=size)
+    return WorkerVlmGate(
+        worker, image_size=size, max_blur_model_px=max_blur, partly_out_of_view=partly_out
+    )
 
 
 def check_cameras(config: DeviceConfig) -> None:

@@ -183,6 +183,17 @@ def _finish(w: Any) -> None:
     w.close()
 
 
+def trained_views(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The views the model learnt to judge (the manifest's ``trained_views``; the edge gate
+    asks only about those): ``max_blur_px`` — motion blur in the model's image pixels —
+    and ``partly_out_of_view``. Gate views (``--gate-views``) in any training stage's data
+    mean the model saw both; otherwise only still, whole objects."""
+    from trainer.vlm.data import GATE_BLUR_PX
+
+    seen = any(float(stage.get("gate_views", 0.0)) > 0.0 for stage in history)
+    return {"max_blur_px": GATE_BLUR_PX[1] if seen else 0.0, "partly_out_of_view": seen}
+
+
 def export_vlm(checkpoint: Path, out: Path) -> dict[str, Any]:
     """Write ``vlm.gguf``, ``vlm.mmproj.gguf`` and ``vlm.manifest.json`` into ``out``."""
     from trainer.vlm.model import CHAT_TEMPLATE, load_vlm
@@ -219,6 +230,7 @@ def export_vlm(checkpoint: Path, out: Path) -> dict[str, Any]:
         "image_seq_len": layout.image_seq_len,
         "question_set": info.get("question_set"),
         "prompt": "User:<image>{question}<end_of_utterance>\\nAssistant:",
+        "trained_views": trained_views(info.get("history", [])),
         "answers": "short canonical words (yes, no, numbers, colour names), greedy decoding",
         "source": {
             "checkpoint": str(checkpoint),

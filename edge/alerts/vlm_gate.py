@@ -48,7 +48,8 @@ MIN_CROP_PX = 16
 EDGE_MARGIN_PX = 2.0
 MIN_ASK_SCALE = 0.5
 #: Not asked on this frame: the camera's motion smears the crop by more than this many pixels
-#: of the model's input (the training views are still; a fast pan smears a head by its width).
+#: of the model's input (for a model trained on still views; a fast pan smears a head by its
+#: width). A model whose manifest declares ``trained_views`` is asked up to its ``max_blur_px``.
 MAX_BLUR_MODEL_PX = 3.0
 
 # Crop geometry per question view, in units of the detection box's height (person boxes) or
@@ -111,6 +112,9 @@ def unanswerable(
     hazard: str,
     size: int,
     blur_px: float = 0.0,
+    *,
+    max_blur_model_px: float = MAX_BLUR_MODEL_PX,
+    partly_out_of_view: bool = False,
 ) -> str | None:
     """Why the model cannot judge ``hazard`` at ``bbox`` in a frame of ``shape`` (None: it can).
 
@@ -127,20 +131,26 @@ def unanswerable(
     :class:`~edge.alerts.manager.NotYet` and the manager asks again on a later frame; when none
     comes in time the alert goes out unasked (``vlm: null``), as DESIGN.md's gate wants for any
     VLM that cannot answer.
+
+    A model trained on such views (its manifest's ``trained_views``: ``--gate-views`` data) has
+    learnt to doubt what they cannot show, so it is asked about them: ``partly_out_of_view``
+    lifts the edge rule and ``max_blur_model_px`` raises the blur limit to what it saw.
     """
     h, w = shape[:2]
     x0, y0, x1, y1 = (float(v) for v in bbox)
     m = EDGE_MARGIN_PX
-    if x0 * w < m or y0 * h < m or x1 * w > w - m or y1 * h > h - m:
+    cut = x0 * w < m or y0 * h < m or x1 * w > w - m or y1 * h > h - m
+    if cut and not partly_out_of_view:
         return "the object reaches the frame's edge"
     side = _window(shape, bbox, hazard)[2]
     if side < MIN_ASK_SCALE * size:
         return f"the crop is {side:.0f} px, under {MIN_ASK_SCALE:g} of the model's {size} px"
     side = max(side, float(MIN_CROP_PX))
-    if blur_px * size / side > MAX_BLUR_MODEL_PX:
+    limit = max(MAX_BLUR_MODEL_PX, max_blur_model_px)
+    if blur_px * size / side > limit:
         return (
             f"the camera's motion blurs the view ({blur_px:.1f} px over a {side:.0f} px crop, "
-            f"over {MAX_BLUR_MODEL_PX:g} px of the model's {size})"
+            f"over {limit:g} px of the model's {size})"
         )
     return None
 
@@ -203,6 +213,8 @@ class WorkerVlmGate:
         *,
         image_size: int = DEFAULT_IMAGE_SIZE,
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        max_blur_model_px: float = MAX_BLUR_MODEL_PX,
+        partly_out_of_view: bool = False,
     ):
         if image_size < 8:
             raise ValueError(f"image_size: {image_size} is too small")
@@ -211,6 +223,8 @@ class WorkerVlmGate:
         self.worker = worker
         self.image_size = image_size
         self.min_confidence = min_confidence
+        self.max_blur_model_px = max_blur_model_px
+        self.partly_out_of_view = partly_out_of_view
         self.counts: Counter[str] = Counter()
 
     def __call__(
@@ -228,7 +242,13 @@ class WorkerVlmGate:
         if q is None:
             return None
         why = unanswerable(
-            frame.shape, observation.bbox, observation.type, self.image_size, blur_px
+            frame.shape,
+            observation.bbox,
+            observation.type,
+            self.image_size,
+            blur_px,
+            max_blur_model_px=self.max_blur_model_px,
+            partly_out_of_view=self.partly_out_of_view,
         )
         if why is not None:
             self.counts["not_yet"] += 1

@@ -45,6 +45,19 @@ def test_a_view_smeared_by_the_cameras_motion_is_not_asked_about_yet() -> None:
     assert unanswerable(SHAPE, (0.49, 0.45, 0.5, 0.5), "zone_intrusion", 96, 6.0) is None
 
 
+def test_a_model_trained_on_gate_views_is_asked_about_them() -> None:
+    """A manifest's ``trained_views`` (a model trained with ``--gate-views``): it learnt to doubt
+    what a smeared or cut view cannot show, so the gate asks within what it saw."""
+    worker = (0.45, 0.3, 0.5, 0.6)  # a 123 px head-and-shoulders crop
+    cut = (0.45, 0.0, 0.5, 0.3)
+    trained = {"max_blur_model_px": 24.0, "partly_out_of_view": True}
+    assert unanswerable(SHAPE, cut, "no_helmet", 96, **trained) is None
+    assert unanswerable(SHAPE, worker, "no_helmet", 96, blur_px=25.0, **trained) is None
+    assert "motion" in (unanswerable(SHAPE, worker, "no_helmet", 96, 40.0, **trained) or "")
+    small = (0.5, 0.4, 0.51, 0.4 + 53 / 720)  # never below half the model's input
+    assert "crop" in (unanswerable(SHAPE, small, "no_helmet", 96, **trained) or "")
+
+
 class _Worker:
     def __init__(self) -> None:
         self.submitted: list[Any] = []

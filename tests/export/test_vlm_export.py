@@ -19,7 +19,7 @@ from edge.sim.render import Renderer  # noqa: E402
 from edge.sim.world import Site  # noqa: E402
 from edge.vlm.backend import LlamaCppBackend, VLMModelFiles  # noqa: E402
 from export import cli  # noqa: E402
-from export.vlm import export_vlm, logits_parity  # noqa: E402
+from export.vlm import export_vlm, logits_parity, trained_views  # noqa: E402
 from trainer.vlm.data import _pose_towards  # noqa: E402
 from trainer.vlm.model import (  # noqa: E402
     TinyVLMConfig,
@@ -75,6 +75,12 @@ def test_manifest_names_files_with_sha256(exported):
     assert manifest["schema"] == "sitehawk.vlm/1" and manifest["format"] == "gguf"
     assert {"text", "mmproj"} == set(manifest["files"])
     assert {"torch", "transformers", "gguf"} <= set(manifest["versions"])
+    # trained without gate views: the edge gate asks about still, whole views only
+    assert manifest["trained_views"] == {"max_blur_px": 0.0, "partly_out_of_view": False}
+    assert trained_views([{"stage": "qlora", "gate_views": 0.35}]) == {
+        "max_blur_px": 24.0,
+        "partly_out_of_view": True,
+    }
     files = VLMModelFiles.find(exported)  # verifies the sha256 of both files
     assert files.text.name == "vlm.gguf" and files.mmproj.name == "vlm.mmproj.gguf"
     (exported / "vlm.mmproj.gguf").write_bytes(files.mmproj.read_bytes() + b"\0")

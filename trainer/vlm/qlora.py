@@ -189,6 +189,9 @@ def qlora(
             "steps": optim.steps,
             "rank": cfg.rank,
             "world_size": env.world_size,
+            # the share of gate views (motion-blurred / partly out of view) it trained on: the
+            # export declares them so that the edge gate asks about such views
+            "gate_views": _gate_views(data),
         },
     ]
     save_vlm(merged, layout.tokenizer, out, info)
@@ -232,3 +235,11 @@ def save_adapter(model: Any, out: Path) -> Path | None:
         return None
     model.save_pretrained(out, state_dict=state)
     return out
+
+
+def _gate_views(data: Path) -> float:
+    """The data folder's ``gate_views`` share (its summary.json; 0 when not recorded)."""
+    path = Path(data) / "summary.json"
+    if not path.is_file():
+        return 0.0
+    return float(json.loads(path.read_text()).get("gate_views", 0.0))

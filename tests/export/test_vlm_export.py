@@ -169,3 +169,18 @@ def test_export_cli(tmp_path, checkpoint, monkeypatch, capsys):
     assert (tmp_path / "m" / "vlm.manifest.json").is_file()
     assert cli.main(["vlm", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_vlm_eval_of_a_gguf_reports_confident_answers_and_views(exported, tmp_path):
+    """On gate-view data, vlm-eval of the GGUF adds ``per_view`` and ``confident`` (the share of
+    answers at the gate's min_confidence and their accuracy)."""
+    from trainer.vlm.data import build_dataset
+    from trainer.vlm.evaluate import GGUFAnswerer, evaluate
+
+    build_dataset("hazard", 8, [0, 1], tmp_path / "gv", progress=False, gate_views=1.0)
+    answerer = GGUFAnswerer(exported)
+    result, rows = evaluate(answerer, tmp_path / "gv")
+    assert set(result["per_view"]) == {r["view"] for r in rows} and "clear" in result["per_view"]
+    assert all(0.0 < r["confidence"] <= 1.0 for r in rows)
+    sure = [r for r in rows if r["confidence"] >= 0.8]
+    assert result["confident"]["share"] == pytest.approx(len(sure) / len(rows), abs=1e-4)

@@ -2,7 +2,10 @@
 
 Every VLM figure SiteHawk reports comes from :func:`evaluate`: ``accuracy``, ``majority_baseline``,
 ``n``, ``per_type`` (question or hazard type → accuracy) and, with a reference model,
-``agreement`` (share of identical normalised answers).
+``agreement`` (share of identical normalised answers). Data with gate views (``--gate-views``)
+adds ``per_view`` (clear / blur / cut / blur+cut → accuracy); a GGUF model, which reports the
+probability of its answer, adds ``confident``: the share of answers at the gate's
+``min_confidence`` or above and their accuracy — the only answers that may suppress an alert.
 """
 
 from __future__ import annotations
@@ -54,10 +57,17 @@ class GGUFAnswerer:
         self.backend.load()
 
     def answer(self, images_rgb: Sequence[np.ndarray], questions: Sequence[str]) -> list[str]:
-        return [
-            self.backend.ask(img, q).text or ""
-            for img, q in zip(images_rgb, questions, strict=True)
-        ]
+        return [text for text, _ in self.answer_scored(images_rgb, questions)]
+
+    def answer_scored(
+        self, images_rgb: Sequence[np.ndarray], questions: Sequence[str]
+    ) -> list[tuple[str, float | None]]:
+        """Answers with the probability of their first token (the edge gate's confidence)."""
+        out = []
+        for img, q in zip(images_rgb, questions, strict=True):
+            reply = self.backend.ask(img, q)
+            out.append((reply.text or "", reply.confidence))
+        return out
 
 
 def is_gguf(path: Path) -> bool:
@@ -92,10 +102,23 @@ def evaluate(
         raise ValueError(f"{folder}: no samples to evaluate")
     images = [load_image_rgb(folder, s) for s in samples]
     questions = [s.question for s in samples]
-    predicted = [normalize_answer(a) for a in answerer.answer(images, questions)]
+    scored_fn = getattr(answerer, "answer_scored", None)
+    if callable(scored_fn):
+        scored = scored_fn(images, questions)
+    else:
+        scored = [(a, None) for a in answerer.answer(images, questions)]
+    predicted = [normalize_answer(a) for a, _ in scored]
     rows = [
-        {"id": s.id, "type": s.type, "answer": s.answer, "predicted": p, "correct": p == s.answer}
-        for s, p in zip(samples, predicted, strict=True)
+        {
+            "id": s.id,
+            "type": s.type,
+            "view": s.view,
+            "answer": s.answer,
+            "predicted": p,
+            "correct": p == s.answer,
+            "confidence": c,
+        }
+        for s, p, (_, c) in zip(samples, predicted, scored, strict=True)
     ]
     result: dict[str, Any] = {
         "accuracy": round(float(np.mean([r["correct"] for r in rows])), 4),
@@ -103,6 +126,18 @@ def evaluate(
         "n": len(samples),
         "per_type": _per_type(rows),
     }
+    if any(r["view"] != "clear" for r in rows):
+        result["per_view"] = _per_key(rows, "view")
+    if all(r["confidence"] is not None for r in rows):
+        # what the gate acts on: only answers at DEFAULT_MIN_CONFIDENCE or above may suppress
+        from edge.alerts.vlm_gate import DEFAULT_MIN_CONFIDENCE
+
+        sure = [r for r in rows if r["confidence"] >= DEFAULT_MIN_CONFIDENCE]
+        result["confident"] = {
+            "min_confidence": DEFAULT_MIN_CONFIDENCE,
+            "share": round(len(sure) / len(rows), 4),
+            "accuracy": round(float(np.mean([r["correct"] for r in sure])), 4) if sure else None,
+        }
     if reference is not None:
         ref = [normalize_answer(a) for a in reference.answer(images, questions)]
         for r, a in zip(rows, ref, strict=True):
@@ -114,10 +149,14 @@ def evaluate(
 
 
 def _per_type(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    types: dict[str, list[bool]] = {}
+    return _per_key(rows, "type")
+
+
+def _per_key(rows: Sequence[dict[str, Any]], key: str) -> dict[str, float]:
+    groups: dict[str, list[bool]] = {}
     for r in rows:
-        types.setdefault(r["type"], []).append(bool(r["correct"]))
-    return {k: round(float(np.mean(v)), 4) for k, v in sorted(types.items())}
+        groups.setdefault(str(r[key]), []).append(bool(r["correct"]))
+    return {k: round(float(np.mean(v)), 4) for k, v in sorted(groups.items())}
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:

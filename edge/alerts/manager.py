@@ -298,7 +298,8 @@ class AlertManager:
         self.fov_h_1x_deg = fov_h_1x_deg
         self.exposure_s = exposure_s
         #: ``waited``: events the gate made wait for a judgeable view at least once;
-        #: ``unasked_after_wait``: those raised unasked when ``vlm_max_wait_s`` ran out
+        #: ``unasked_after_wait`` / ``unasked_out_of_view``: those raised unasked when
+        #: ``vlm_max_wait_s`` ran out / when they left the view first
         self.vlm_counts: Counter[str] = Counter()
         self._prev_pose: tuple[float, PTZPose] | None = None
         self._blur_px = 0.0

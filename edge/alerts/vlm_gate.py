@@ -126,8 +126,8 @@ def unanswerable(
     flames may be out of view) or when the crop is under :data:`MIN_ASK_SCALE` of the model's
     input in frame pixels, or when the camera's motion during the exposure (``blur_px``, in
     frame pixels: the alert manager's estimate) smears the crop by more than
-    :data:`MAX_BLUR_MODEL_PX` of the model's input — on such frames the detector and the model
-    alike read a smeared helmet as a bare head. The gate then answers
+    :data:`MAX_BLUR_MODEL_PX` of the model's input (a model trained on still views never saw a
+    smeared helmet). The gate then answers
     :class:`~edge.alerts.manager.NotYet` and the manager asks again on a later frame; when none
     comes in time the alert goes out unasked (``vlm: null``), as DESIGN.md's gate wants for any
     VLM that cannot answer.

@@ -15,8 +15,9 @@ rules produced and decides, per hazard *event*:
   :class:`NotYet` — this frame shows nothing it can judge (the camera's motion smears it, the
   object is cut by the frame's edge or too small): the event stays ``pending`` and the gate is
   asked again on each later frame that observes it, for up to ``vlm_max_wait_s``; after that,
-  or once it is out of view (unseen for ``max_gap_s``) before the gate could ask, the alert goes
-  out unasked (``vlm: null``, evidence from its last sighting): waiting never drops an event.
+  or once it is out of view (unseen for :data:`WAIT_UNSEEN_S`) before the gate could ask, the
+  alert goes out unasked (``vlm: null``, evidence from its last sighting): waiting never drops
+  an event.
   The manager estimates each frame's motion blur from the poses of consecutive frames (pan/tilt
   speed × ``exposure_s`` × pixels per degree at the frame's zoom) and hands it to the gate.
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
@@ -123,6 +124,10 @@ VlmGate = Callable[
 DEFAULT_EXPOSURE_S = 1.0 / 60.0
 #: How long a ripe event waits for a view the VLM can judge before it goes out unasked.
 DEFAULT_VLM_MAX_WAIT_S = 3.0
+#: A waiting event unseen this long has left the view (or the detector lost it): it goes out
+#: unasked at once, located where it was last seen — waiting the pending events' ``max_gap_s``
+#: would put a walking worker metres from the alert's location.
+WAIT_UNSEEN_S = 0.25
 
 EventStatus = Literal["pending", "verifying", "raised", "suppressed"]
 
@@ -426,7 +431,7 @@ class AlertManager:
                 continue
             unseen_s = now - ev.last_seen_t
             rule = self.rules[ev.hazard]
-            if ev.status == "pending" and ev.waiting_view is not None and unseen_s > self.max_gap_s:
+            if ev.status == "pending" and ev.waiting_view is not None and unseen_s > WAIT_UNSEEN_S:
                 # ripe, but out of view before the VLM could judge it: it goes out unasked (the
                 # gate suppresses only on a confident contradiction), from its last sighting
                 obs, frame = ev.waiting_view

@@ -63,6 +63,9 @@ _HEAD_FILL = 0.75
 _WORKER_FILL = 0.8
 _ZONE_SIDE = ZONE_VIEW_PERSON_HEIGHTS  # a person and the painted zone boundary around them
 _VIEW_SIDE = 2.0  # fire/smoke and its surroundings
+#: Median width / height of a worker's box (the virtual site's workers, arms included; 10-90 %:
+#: 0.38-0.52): a worker cut by the frame's bottom edge gets its height back from its width.
+PERSON_ASPECT = 0.43
 
 
 def _window(
@@ -75,6 +78,8 @@ def _window(
     cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
     view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
     if hazard == "no_helmet":
+        if y1 * h > h - EDGE_MARGIN_PX:  # legs out of view: the box is shorter than the worker
+            bh = max(bh, bw / PERSON_ASPECT)
         side = bh * _HEAD_SPAN / _HEAD_FILL
         cy = y0 * h + bh * _HEAD_CENTRE
     elif view == "worker":
@@ -122,8 +127,11 @@ def unanswerable(
     rejects a worker partly out of frame, and renders every crop at 55-100 % of its input size),
     and it answers anything else confidently all the same — a worker whose head is above the
     frame's top edge was "wearing a hard hat" at p = 0.97. So the gate does not ask when the
-    object's box reaches the frame's edge (within :data:`EDGE_MARGIN_PX`: its head, torso or
-    flames may be out of view) or when the crop is under :data:`MIN_ASK_SCALE` of the model's
+    object's box reaches the frame's edge where that can hide what is asked about (within
+    :data:`EDGE_MARGIN_PX`; for ``no_helmet`` the top and the sides — a worker whose legs are out
+    of view still shows the head, and the crop takes the worker's height from the box's width,
+    :data:`PERSON_ASPECT`; for ``fire_smoke`` none — flames partly in view are still flames, as
+    in the training data), or when the crop is under :data:`MIN_ASK_SCALE` of the model's
     input in frame pixels, or when the camera's motion during the exposure (``blur_px``, in
     frame pixels: the alert manager's estimate) smears the crop by more than
     :data:`MAX_BLUR_MODEL_PX` of the model's input (a model trained on still views never saw a
@@ -139,7 +147,14 @@ def unanswerable(
     h, w = shape[:2]
     x0, y0, x1, y1 = (float(v) for v in bbox)
     m = EDGE_MARGIN_PX
-    cut = x0 * w < m or y0 * h < m or x1 * w > w - m or y1 * h > h - m
+    sides = x0 * w < m, y0 * h < m, x1 * w > w - m  # cut on the left, top, right
+    bottom = y1 * h > h - m
+    if hazard == "fire_smoke":
+        cut = False  # flames partly in view are still flames (training fires: >= 50 % in view)
+    elif hazard == "no_helmet":
+        cut = any(sides)  # the head shows unless the top or a side is cut; legs may be out
+    else:
+        cut = any(sides) or bottom
     if cut and not partly_out_of_view:
         return "the object reaches the frame's edge"
     side = _window(shape, bbox, hazard)[2]

@@ -13,19 +13,41 @@ import pytest
 
 from edge.alerts.manager import NotYet
 from edge.alerts.rules import HazardObservation
-from edge.alerts.vlm_gate import WorkerVlmGate, unanswerable
+from edge.alerts.vlm_gate import WorkerVlmGate, _window, unanswerable
 from edge.geometry import PTZPose
 
 SHAPE = (720, 1280, 3)
 
 
 @pytest.mark.parametrize("hazard", ["no_helmet", "no_vest", "fire_smoke", "zone_intrusion"])
-def test_an_object_cut_by_the_frames_edge_is_not_asked_about(hazard: str) -> None:
+def test_an_object_cut_by_the_frames_edge_is_asked_about_only_where_the_cut_hides_nothing(
+    hazard: str,
+) -> None:
     inside = (0.45, 0.3, 0.5, 0.6)  # 216 px tall, well inside
     assert unanswerable(SHAPE, inside, hazard, 96) is None
-    for cut in [(0.45, 0.0, 0.5, 0.3), (0.45, 0.7, 0.5, 1.0), (0.0, 0.3, 0.05, 0.6)]:
-        assert "edge" in (unanswerable(SHAPE, cut, hazard, 96) or ""), cut
-    assert unanswerable(SHAPE, (0.45, 0.7, 0.5, 0.9985), hazard, 96) is not None  # 1 px away
+    top, bottom, left = (0.45, 0.0, 0.5, 0.3), (0.45, 0.7, 0.5, 1.0), (0.0, 0.3, 0.05, 0.6)
+    near_bottom = (0.45, 0.7, 0.5, 0.9985)  # 1 px from the bottom edge
+    hides = {  # which cuts can hide what the question is about
+        "no_helmet": (top, left),  # legs out of view: the head still shows
+        "no_vest": (top, bottom, left, near_bottom),
+        "zone_intrusion": (top, bottom, left, near_bottom),
+        "fire_smoke": (),  # flames partly in view are still flames
+    }[hazard]
+    for cut in (top, bottom, left, near_bottom):
+        why = unanswerable(SHAPE, cut, hazard, 96)
+        assert ("edge" in (why or "")) == (cut in hides), (hazard, cut, why)
+
+
+def test_a_worker_cut_at_the_bottom_gets_a_head_crop_of_their_height_from_the_box_width() -> None:
+    # a worker 144 px tall and 62 px wide (aspect 0.43): whole, and with the legs out of view
+    whole = (0.45, 0.4, 0.45 + 62 / 1280, 0.6)
+    legs_out = (0.45, 0.9, 0.45 + 62 / 1280, 1.0)  # 72 px above the bottom edge
+    cx, _, side = _window(SHAPE, whole, "no_helmet")
+    cx_cut, cy_cut, side_cut = _window(SHAPE, legs_out, "no_helmet")
+    assert side_cut == pytest.approx(side, rel=0.01) and cx_cut == pytest.approx(cx)
+    assert cy_cut == pytest.approx(0.9 * 720 + 144 * 0.3 / 1.75, rel=0.01)  # head, not hips
+    assert unanswerable(SHAPE, legs_out, "no_helmet", 96) is None
+    assert "edge" in (unanswerable(SHAPE, legs_out, "no_vest", 96) or "")
 
 
 def test_a_crop_far_below_the_models_input_is_not_asked_about() -> None:

@@ -72,7 +72,7 @@ def test_a_model_trained_on_gate_views_is_asked_about_them() -> None:
     what a smeared or cut view cannot show, so the gate asks within what it saw."""
     worker = (0.45, 0.3, 0.5, 0.6)  # a 123 px head-and-shoulders crop
     cut = (0.45, 0.0, 0.5, 0.3)
-    trained = {"max_blur_model_px": 24.0, "partly_out_of_view": True}
+    trained: dict[str, Any] = {"max_blur_model_px": 24.0, "partly_out_of_view": True}
     assert unanswerable(SHAPE, cut, "no_helmet", 96, **trained) is None
     assert unanswerable(SHAPE, worker, "no_helmet", 96, blur_px=25.0, **trained) is None
     assert "motion" in (unanswerable(SHAPE, worker, "no_helmet", 96, 40.0, **trained) or "")

@@ -491,6 +491,11 @@ class Agent:
             state = "online" if self.state == "running" else "stopped"
         return dict(json.loads(_status_payload(state, self.status_info, self.outbox)))
 
+    def gate_stats(self) -> dict[str, Any] | None:
+        """The VLM gate's counts (its ``stats()``), or None without a gate that counts."""
+        stats = _call_optional(self.vlm_gate, "stats")
+        return None if stats is None else dict(stats)
+
     def telemetry(self) -> dict[str, Any]:
         """The telemetry message: frame rate, per-stage latency, outbox and link counters,
         temperatures."""
@@ -516,7 +521,7 @@ class Agent:
             "connected": link.connected if link is not None else None,
             "reconnects": link.reconnects if link is not None else 0,
             "temperatures": read_temperatures(),
-            "vlm": _call_optional(self.vlm_gate, "stats"),
+            "vlm": self.gate_stats(),
         }
 
     def _publish_telemetry(self) -> None:

@@ -377,12 +377,8 @@ def run_seed(
         wall_s = time.monotonic() - wall_start
         (rig,) = run.rigs
         score = score_run(rig, records)
-        gate_stats = getattr(run.agent.vlm_gate, "stats", None)
-        gate = (
-            {**gate_stats(), **run.agent.cameras[0].manager.vlm_counts}
-            if callable(gate_stats)
-            else None
-        )
+        stats = run.agent.gate_stats()
+        gate = None if stats is None else {**stats, **run.agent.cameras[0].manager.vlm_counts}
         return SeedResult(seed, score, rig.camera.num_frames, wall_s, gate)
 
 

@@ -307,7 +307,6 @@ class AlertManager:
         #: ``vlm_max_wait_s`` ran out / when they left the view first
         self.vlm_counts: Counter[str] = Counter()
         self._prev_pose: tuple[float, PTZPose] | None = None
-        self._blur_px = 0.0
         self.max_gap_s = max_gap_s
         self.rebind_after_s = rebind_after_s
         self.rebind_sizes = rebind_sizes
@@ -352,11 +351,13 @@ class AlertManager:
             known = latest.get((obs.type, obs.key))
             if known is None or obs.confidence > known.confidence:
                 latest[(obs.type, obs.key)] = obs
-        self._blur_px = self._motion_blur_px(now, pose, frame.shape[1])
+        blur_px = self._motion_blur_px(now, pose, frame.shape[1])
         matches = self._match(list(latest.values()), now)
         observed = {id(ev) for ev, _ in matches if ev is not None}
         emitted, changed = self._expire(observed, now, wall)
-        raised, changed_now, touched_raised = self._observe(matches, now, wall, frame, pose)
+        raised, changed_now, touched_raised = self._observe(
+            matches, now, wall, frame, pose, blur_px
+        )
         emitted += raised
         answered = self._collect_answers(wall)
         emitted += answered
@@ -461,8 +462,10 @@ class AlertManager:
         wall: str,
         frame: np.ndarray,
         pose: PTZPose,
+        blur_px: float,
     ) -> tuple[list[Emitted], bool, bool]:
-        """Update observed events, start new ones, raise those past their dwell.
+        """Update observed events, start new ones, raise those past their dwell (``blur_px``:
+        the frame's motion blur estimate, for the gate).
 
         Returns (raised messages, whether persisted state changed, whether a raised event was
         seen).
@@ -504,7 +507,7 @@ class AlertManager:
                 continue
             vlm: VlmCheck | PendingVlmCheck | NotYet | None = None
             if rule.require_vlm and self.vlm_gate is not None:
-                vlm = self.vlm_gate(obs, frame, pose, self._blur_px)
+                vlm = self.vlm_gate(obs, frame, pose, blur_px)
             if isinstance(vlm, NotYet):
                 if ev.waiting_since is None:
                     ev.waiting_since = now

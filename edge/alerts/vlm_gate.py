@@ -68,6 +68,17 @@ _VIEW_SIDE = 2.0  # fire/smoke and its surroundings
 PERSON_ASPECT = 0.43
 
 
+def _cut_edges(
+    shape: tuple[int, ...], bbox: tuple[float, float, float, float]
+) -> tuple[bool, bool, bool, bool]:
+    """Whether the box reaches the frame's left, top, right and bottom edge (within
+    :data:`EDGE_MARGIN_PX`)."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    m = EDGE_MARGIN_PX
+    return x0 * w < m, y0 * h < m, x1 * w > w - m, y1 * h > h - m
+
+
 def _window(
     shape: tuple[int, ...], bbox: tuple[float, float, float, float], hazard: str
 ) -> tuple[float, float, float]:
@@ -78,7 +89,7 @@ def _window(
     cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
     view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
     if hazard == "no_helmet":
-        if y1 * h > h - EDGE_MARGIN_PX:  # legs out of view: the box is shorter than the worker
+        if _cut_edges(shape, bbox)[3]:  # legs out of view: the box is shorter than the worker
             bh = max(bh, bw / PERSON_ASPECT)
         side = bh * _HEAD_SPAN / _HEAD_FILL
         cy = y0 * h + bh * _HEAD_CENTRE
@@ -144,11 +155,7 @@ def unanswerable(
     learnt to doubt what they cannot show, so it is asked about them: ``partly_out_of_view``
     lifts the edge rule and ``max_blur_model_px`` raises the blur limit to what it saw.
     """
-    h, w = shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in bbox)
-    m = EDGE_MARGIN_PX
-    sides = x0 * w < m, y0 * h < m, x1 * w > w - m  # cut on the left, top, right
-    bottom = y1 * h > h - m
+    *sides, bottom = _cut_edges(shape, bbox)  # sides: left, top, right
     if hazard == "fire_smoke":
         cut = False  # flames partly in view are still flames (training fires: >= 50 % in view)
     elif hazard == "no_helmet":

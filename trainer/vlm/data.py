@@ -93,8 +93,8 @@ DEGRADE_PROB = 0.3  # share of crops drawn at lower resolution and upsampled (a 
 #: aims (share of the FOV) so that part of it is out of view.
 GATE_BLUR_PX = (2.0, 24.0)
 GATE_CUT_JITTER = (0.25, 0.45)
-VIEWS = ("clear", "blur", "cut", "blur+cut")
 GATE_VIEW_SHARES = {"blur": 0.4, "cut": 0.4, "blur+cut": 0.2}  # of the gate views
+VIEWS = ("clear", *GATE_VIEW_SHARES)
 #: Question types drawn as gate views (the zone question's view is cut around a still person).
 GATE_VIEW_TYPES = ("no_helmet", "no_vest", "fire_smoke")
 MAX_COUNT = 5

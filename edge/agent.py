@@ -46,6 +46,7 @@ from edge.alerts.manager import AlertManager, VlmGate
 from edge.alerts.rules import HazardRules, HazardRuleSpec, ZoneSpec
 from edge.alerts.schema import AlertMessage
 from edge.alerts.tracker import WorldTracker
+from edge.alerts.vlm_gate import look_pose
 from edge.camera.ptz import PTZDriver, PTZError, send_command
 from edge.camera.source import Frame, FrameSource, SourceEnded, frame_problem
 from edge.geometry import PTZPose
@@ -57,7 +58,7 @@ from edge.perception.backend import Detector
 from edge.perception.detection import Detection
 from edge.policy.base import Policy, PolicyContext
 from edge.policy.observation import ObservationBuilder, ObservationConfig
-from edge.sim.ptz import PTZCommand
+from edge.sim.ptz import AbsoluteMove, PTZCommand
 from edge.telemetry import RateMeter, StageTimings, read_temperatures
 from firmware_config.camera import CameraMountSpec
 
@@ -102,6 +103,8 @@ class AgentSettings:
     alert_log: Path | None = None  # alerts.jsonl: every emitted alert as published
     timing_window: int = 600  # frames the latency percentiles cover
     vlm_max_wait_s: float = 3.0  # a ripe hazard waits this long for a view the VLM can judge
+    # while one waits, steer the camera to it instead of following the policy
+    vlm_look: bool = True
 
 
 @dataclass
@@ -188,6 +191,8 @@ class CameraLoop:
         self.num_frames = 0
         self.skipped: Counter[str] = Counter()  # corrupt or missing frames, by reason
         self.num_commands = 0
+        self.look = settings.vlm_look and vlm_gate is not None
+        self.num_looks = 0  # control steps that looked at a waiting hazard instead
         self.ptz_errors = 0  # commands the camera did not take (unreachable, refused)
         self.ended = False
         self.first_t: float | None = None
@@ -284,7 +289,10 @@ class CameraLoop:
         if self._next_control_t <= frame.t:
             self._next_control_t = frame.t + period
         obs = self.builder.update(frame.image, detections, frame.pose, frame.t)
-        command = policy.act(obs)
+        command = policy.act(obs)  # asked even when overridden: it keeps its own state
+        look = self._look(frame) if self.look else None
+        if look is not None:
+            command = look
         assert self.setup.ptz is not None
         try:
             send_command(self.setup.ptz, command)
@@ -294,7 +302,22 @@ class CameraLoop:
             log.warning("camera %s: PTZ command failed: %s", self.camera_id, exc)
             return None
         self.num_commands += 1
+        self.num_looks += look is not None
         return command
+
+    def _look(self, frame: Frame) -> AbsoluteMove | None:
+        """A move that shows the VLM the hazard that has waited longest for a judgeable view
+        (:meth:`AlertManager.look_target`), or None when nothing waits."""
+        target = self.manager.look_target()
+        if target is None:
+            return None
+        limits = self.setup.mount.limits
+        pose = look_pose(target, limits.fov_h_1x_deg, limits.zoom_max, frame.width, frame.height)
+        return AbsoluteMove(
+            pan_deg=min(max(pose.pan_deg, limits.pan_min_deg), limits.pan_max_deg),
+            tilt_deg=min(max(pose.tilt_deg, limits.tilt_min_deg), limits.tilt_max_deg),
+            zoom=pose.zoom,
+        )
 
     def stats(self) -> dict[str, Any]:
         """This camera's counters and latencies."""
@@ -305,6 +328,7 @@ class CameraLoop:
             "frames_skipped": dict(self.skipped),
             "ptz_commands": self.num_commands,
             "ptz_errors": self.ptz_errors,
+            "ptz_looks": self.num_looks,
             "t": self.last_t,
             "latency_ms": self.timings.summary(),
         }

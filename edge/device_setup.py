@@ -134,4 +134,5 @@ def agent_settings(
         models=dict(models or {}),
         alert_log=alert_log,
         vlm_max_wait_s=config.vlm.max_wait_s,
+        vlm_look=config.vlm.look,
     )

@@ -25,12 +25,14 @@ The VLM is the ``--config`` file's (``vlm`` and ``models.vlm``) when it sets a b
 shipped ``models/vlm/vlm.gguf`` in-process (llama-cpp-python). ``--vlm off``: no VLM is asked.
 The VLM's timeout runs on the wall clock while the site runs faster than real time, so a run
 with ``--vlm on`` is not bit-for-bit repeatable (an answer may land a frame earlier or later).
-``--vlm on --vlm-off-json FILE`` also writes the ``--vlm off`` figures of the same runs to FILE
-(same keys, ``vlm: "off"``): the VLM decides only which alerts go out, never where the camera
-looks (the policy acts on the detections), so each run's hazard observations are recorded and
-the alert manager is replayed on them without the gate (:func:`edge.tune_rules.without_vlm`,
-the replay `sitehawk-edge tune-rules` checks against every run it makes) — one run per seed for
-a paired comparison, at half the cost of two evals.
+``--vlm on --vlm-off-json FILE`` also writes the ``--vlm off`` figures of the same seeds to FILE
+(same keys, ``vlm: "off"``). With the VLM's ``look`` on (the default: the camera steers to a
+hazard that waits for a view the VLM can judge) the two differ in where the camera looks, so
+each seed runs twice, with and without the VLM. With ``look: false`` the VLM decides only which
+alerts go out, never where the camera looks (the policy acts on the detections), so each run's
+hazard observations are recorded and the alert manager is replayed on them without the gate
+(:func:`edge.tune_rules.without_vlm`, the replay `sitehawk-edge tune-rules` checks against
+every run it makes) — one run per seed, at half the cost.
 
 The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
 
@@ -378,7 +380,10 @@ def run_seed(
         (rig,) = run.rigs
         score = score_run(rig, records)
         stats = run.agent.gate_stats()
-        gate = None if stats is None else {**stats, **run.agent.cameras[0].manager.vlm_counts}
+        cam = run.agent.cameras[0]
+        gate = (
+            None if stats is None else {**stats, **cam.manager.vlm_counts, "looks": cam.num_looks}
+        )
         return SeedResult(seed, score, rig.camera.num_frames, wall_s, gate)
 
 
@@ -413,9 +418,10 @@ def evaluate_paired(
     without it).
 
     Each seed runs once with the VLM; its hazard observations are recorded and the alert manager
-    is replayed without the gate (:func:`edge.tune_rules.without_vlm`). Exact, because the VLM
-    only decides which alerts go out, never where the camera looks (the policy acts on the
-    detections), so a ``--vlm off`` run sees the same frames and observations.
+    is replayed without the gate (:func:`edge.tune_rules.without_vlm`). Exact only while the VLM
+    decides which alerts go out and never where the camera looks: with ``vlm.look`` (the camera
+    steers to a hazard that waits for a judgeable view; the default) the runs differ, so each
+    seed also runs once more without the VLM.
     """
     from edge.tune_rules import Recorder, without_vlm
 
@@ -428,10 +434,14 @@ def evaluate_paired(
     for seed in opts.seeds:
         if on_seed_start is not None:
             on_seed_start(seed)
-        recorder = Recorder()
-        result = run_seed(seed, the_plan, opts, recorder.instrument)
+        if seed_config(seed, the_plan, opts.duration_s, vlm=True).vlm.look:
+            result = run_seed(seed, the_plan, opts)
+            without.append(run_seed(seed, the_plan, replace(opts, vlm=False)))
+        else:
+            recorder = Recorder()
+            result = run_seed(seed, the_plan, opts, recorder.instrument)
+            without.append(without_vlm(recorder.recording(result)))
         with_vlm.append(result)
-        without.append(without_vlm(recorder.recording(result)))
         if on_seed_done is not None:
             on_seed_done(result)
     return the_plan, with_vlm, without

@@ -3,8 +3,9 @@
 ``sitehawk-export detector CKPT --out models/detector.onnx`` writes
 
 * ``detector.onnx`` — one file (no external data), fixed input ``images [1, 3, 320, 320]``,
-  output ``output0 [1, 4 + classes, 8400]`` in the YOLO format, class names also in the model's
-  metadata (``names``, as Ultralytics writes them) so other YOLO tooling reads it too;
+  output ``output0 [1, 4 + classes, N]`` in the YOLO format (N = 8400 per box group at
+  320×320: trainer/detect/model.py), class names also in the model's metadata (``names``, as
+  Ultralytics writes them) so other YOLO tooling reads it too;
 * ``detector.manifest.json`` — ``sitehawk.detector/1`` (:mod:`edge.perception.manifest`), with
   the parity result under ``parity``;
 * with ``--int8``: ``detector.int8.onnx`` + manifest — static QDQ quantisation (per-channel
@@ -108,7 +109,7 @@ def build_manifest(
     model: SiteDetector, path: Path, source: str, extra: dict[str, Any] | None = None
 ) -> DetectorManifest:
     h, w = model.cfg.input_size
-    n = sum((h // s) * (w // s) for s in model.cfg.strides)
+    n = sum((h // s) * (w // s) for s in model.cfg.strides) * len(model.cfg.box_groups)
     return DetectorManifest.model_validate(
         {
             "schema": DETECTOR_SCHEMA,

@@ -471,6 +471,11 @@ class VlmConfig(_Strict):
         description="How long a hazard waits for a frame the VLM can judge (sharp, whole, big "
         "enough) before its alert goes out unasked",
     )
+    look: bool = Field(
+        True,
+        description="While a hazard waits for a frame the VLM can judge, steer the camera to it "
+        "(centred, zoomed to the question's framing) instead of following the policy",
+    )
 
     @model_validator(mode="after")
     def _backend(self) -> VlmConfig:

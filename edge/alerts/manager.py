@@ -133,6 +133,21 @@ EventStatus = Literal["pending", "verifying", "raised", "suppressed"]
 
 
 @dataclass(frozen=True)
+class LookTarget:
+    """A ripe event waiting for a view the VLM can judge, where it was last observed: the camera
+    loop may steer there (centred, zoomed to the question's framing) so the wait ends with an
+    answer instead of an alert that goes out unasked."""
+
+    hazard: Hazard
+    key: str
+    pan_deg: float
+    tilt_deg: float
+    size_deg: float  # the object's angular height
+    reason: str  # the gate's last NotYet reason
+    waiting_since: float
+
+
+@dataclass(frozen=True)
 class Emitted:
     """One alert message to publish, and the snapshot JPEG that goes with a raised one."""
 
@@ -181,6 +196,7 @@ class _Event:
     #: latest observation and frame (a copy) — the evidence if it goes out unasked
     waiting_since: float | None = None
     waiting_view: tuple[HazardObservation, np.ndarray] | None = None
+    waiting_reason: str = ""
 
     def to_state(self) -> dict[str, Any]:
         """JSON for the state store (times only as wall clock: the timing clock restarts)."""
@@ -329,6 +345,30 @@ class AlertManager:
             {"hazard": e.hazard, "key": e.key, "status": e.status, "alert_id": e.alert_id}
             for e in self._events
         ]
+
+    def look_target(self) -> LookTarget | None:
+        """The event that has waited longest for a view the VLM can judge (None: none waits)."""
+        waiting = [
+            ev
+            for ev in self._events
+            if ev.status == "pending"
+            and ev.waiting_view is not None
+            and ev.waiting_since is not None
+        ]
+        if not waiting:
+            return None
+        ev = min(waiting, key=lambda e: e.waiting_since or 0.0)
+        assert ev.waiting_view is not None and ev.waiting_since is not None
+        obs = ev.waiting_view[0]
+        return LookTarget(
+            hazard=ev.hazard,
+            key=ev.key,
+            pan_deg=float(obs.pan_deg),
+            tilt_deg=float(obs.tilt_deg),
+            size_deg=float(obs.size_deg),
+            reason=ev.waiting_reason,
+            waiting_since=ev.waiting_since,
+        )
 
     # ------------------------------------------------------------------ main entry
     def update(
@@ -513,7 +553,7 @@ class AlertManager:
                     ev.waiting_since = now
                     self.vlm_counts["waited"] += 1
                 if now - ev.waiting_since < self.vlm_max_wait_s:
-                    ev.waiting_view = (obs, frame.copy())
+                    ev.waiting_view, ev.waiting_reason = (obs, frame.copy()), vlm.reason
                     continue  # still pending: the gate is asked again on a later frame
                 self.vlm_counts["unasked_after_wait"] += 1
                 log.info(

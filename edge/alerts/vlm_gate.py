@@ -27,10 +27,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.alerts.manager import NotYet
+from edge.alerts.manager import LookTarget, NotYet
 from edge.alerts.rules import HazardObservation
 from edge.alerts.schema import VlmCheck
-from edge.geometry import PTZPose
+from edge.geometry import PTZPose, fov_v_deg
 from edge.vlm.backend import VLMAnswer
 from edge.vlm.questions import HAZARD_QUESTIONS, ZONE_VIEW_PERSON_HEIGHTS, confirmation
 from edge.vlm.worker import VLMRequest, VLMWorker
@@ -100,6 +100,50 @@ def _window(
     else:
         side = max(bw, bh) * _VIEW_SIDE
     return cx, cy, side
+
+
+#: A look (:func:`look_pose`) frames the question's crop at this many times the model's input in
+#: frame pixels — detail to spare, and room for a worker who keeps walking — but at most
+#: :data:`LOOK_MAX_CROP_SHARE` of the frame's height, so the object stays whole in view.
+LOOK_CROP_MODEL_SCALES = 2.0
+LOOK_MAX_CROP_SHARE = 0.6
+
+
+def _crop_geometry(hazard: str) -> tuple[float, float]:
+    """The question's crop for an object of height 1 centred at 0: (side, how far its centre
+    lies above the object's centre) — :func:`_window`'s framing, in object heights."""
+    view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
+    if hazard == "no_helmet":
+        return _HEAD_SPAN / _HEAD_FILL, 0.5 - _HEAD_CENTRE
+    if view == "worker":
+        return 1.0 / _WORKER_FILL, 0.0
+    if view == "zone":
+        return _ZONE_SIDE, 0.0
+    return _VIEW_SIDE, 0.0
+
+
+def look_pose(
+    target: LookTarget,
+    fov_h_1x_deg: float,
+    zoom_max: float,
+    width_px: int,
+    height_px: int,
+    model_px: int = DEFAULT_IMAGE_SIZE,
+) -> PTZPose:
+    """The pose that shows ``target`` as its question wants: the crop's centre in the middle of
+    the frame, zoomed so the crop spans :data:`LOOK_CROP_MODEL_SCALES` × ``model_px`` frame
+    pixels (at most :data:`LOOK_MAX_CROP_SHARE` of the frame's height), within 1×…``zoom_max``.
+    Pan and tilt are the mount's (the caller clamps them to the head's limits)."""
+    side, centre_up = _crop_geometry(target.hazard)
+    size_deg = max(target.size_deg, 1e-3)
+    crop_px = min(LOOK_CROP_MODEL_SCALES * model_px, LOOK_MAX_CROP_SHARE * height_px)
+    want_fov_v = side * size_deg * height_px / crop_px
+    widest_v = fov_v_deg(1.0, width_px, height_px, fov_h_1x_deg)
+    half = math.radians(min(want_fov_v, widest_v)) / 2
+    # fov_v = 2 atan(h/w · tan(fov_h / 2)) with fov_h = fov_h_1x / zoom, solved for the zoom
+    fov_h = 2 * math.degrees(math.atan(math.tan(half) * width_px / height_px))
+    zoom = min(max(fov_h_1x_deg / max(fov_h, 1e-6), 1.0), zoom_max)
+    return PTZPose(target.pan_deg, target.tilt_deg + centre_up * size_deg, zoom)
 
 
 def question_crop(

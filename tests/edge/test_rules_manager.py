@@ -626,6 +626,29 @@ def test_a_gate_that_cannot_judge_the_view_yet_is_asked_again_on_later_frames() 
     assert manager.vlm_counts == {"waited": 1}
 
 
+def test_a_waiting_event_is_the_cameras_look_target_until_the_gate_could_ask() -> None:
+    calls: list[float] = []
+    manager = _waiting_manager([NotYet("cut"), NotYet("cut"), NotYet("cut"), _vlm(True)], calls)
+    targets = []
+    for k in range(20):
+        t = round(0.1 * k, 1)
+        manager.update(
+            [_obs(pan=5.0 + 0.1 * k)],
+            WALL0 + timedelta(seconds=t),
+            FRAME,
+            PTZPose(5.0, -10.0, 4.0),
+            t,
+        )
+        targets.append(manager.look_target())
+    assert targets[:10] == [None] * 10  # before the dwell nothing waits
+    first, *_ = (tgt for tgt in targets if tgt is not None)
+    assert first.hazard == "no_helmet" and first.key == "p1" and first.reason == "cut"
+    assert first.pan_deg == pytest.approx(6.0) and first.tilt_deg == -10.0 and first.size_deg == 3.0
+    assert first.waiting_since == pytest.approx(1.0)
+    assert targets[12].pan_deg == pytest.approx(6.2)  # follows the latest observation
+    assert targets[13:] == [None] * 7  # asked on the fourth try: nothing waits any more
+
+
 def test_an_event_that_never_gets_a_judgeable_view_goes_out_unasked_after_the_wait() -> None:
     calls: list[float] = []
     manager = _waiting_manager([NotYet("blurred")], calls)

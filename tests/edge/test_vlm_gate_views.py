@@ -6,15 +6,25 @@ never suppressed on a view that cannot show the hazard."""
 
 from __future__ import annotations
 
+import io
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edge.alerts.manager import NotYet
+from edge.alerts.manager import LookTarget, NotYet
 from edge.alerts.rules import HazardObservation
-from edge.alerts.vlm_gate import WorkerVlmGate, _window, unanswerable
-from edge.geometry import PTZPose
+from edge.alerts.vlm_gate import (
+    LOOK_CROP_MODEL_SCALES,
+    WorkerVlmGate,
+    _window,
+    look_pose,
+    unanswerable,
+)
+from edge.geometry import PTZPose, fov_v_deg
 
 SHAPE = (720, 1280, 3)
 
@@ -106,3 +116,84 @@ def test_the_gate_does_not_ask_yet_and_counts_it() -> None:
     assert gate(obs((0.45, 0.3, 0.5, 0.6)), frame, pose, 1.0) is not None
     assert worker.submitted == [((96, 96, 3), "is the worker in the centre wearing a hard hat?")]
     assert gate.stats()["asked"] == 1
+
+
+@pytest.mark.parametrize("hazard", ["no_helmet", "no_vest", "fire_smoke"])
+def test_a_look_frames_the_questions_crop_at_twice_the_models_input(hazard: str) -> None:
+    """The pose a waiting hazard's look steers to: the crop centred, 2 × 96 px of the frame."""
+    target = LookTarget(hazard, "p1", 30.0, -12.0, 1.5, "cut", 0.0)
+    pose = look_pose(target, fov_h_1x_deg=60.0, zoom_max=30.0, width_px=1280, height_px=720)
+    # the crop, placed by the framing the gate cuts (_window) for an object at the new pose
+    deg_per_px = fov_v_deg(pose.zoom, 1280, 720, 60.0) / 720
+    h = 1.5 / deg_per_px / 720  # the object's height as a share of the frame
+    cy = 0.5 + (pose.tilt_deg - target.tilt_deg) / deg_per_px / 720  # its centre, rows down
+    w = 0.4 * h * 720 / 1280
+    bbox = (0.5 - w / 2, cy - h / 2, 0.5 + w / 2, cy + h / 2)
+    x, y, side = _window(SHAPE, bbox, hazard)
+    assert side == pytest.approx(LOOK_CROP_MODEL_SCALES * 96, rel=0.02)
+    assert (x, y) == (pytest.approx(640), pytest.approx(360, abs=1))
+    assert unanswerable(SHAPE, bbox, hazard, 96) is None
+    assert pose.pan_deg == 30.0 and (pose.tilt_deg > -12.0) == (hazard == "no_helmet")
+
+
+def test_a_look_stays_within_the_zoom_range() -> None:
+    huge = LookTarget("no_vest", "p1", 0.0, 0.0, 40.0, "cut", 0.0)
+    tiny = LookTarget("no_vest", "p1", 0.0, 0.0, 0.01, "small", 0.0)
+    assert look_pose(huge, 60.0, 30.0, 1280, 720).zoom == pytest.approx(1.0)
+    assert look_pose(tiny, 60.0, 30.0, 1280, 720).zoom == 30.0
+
+
+def _seed7_waits(look: bool) -> tuple[dict[str, int], int, list[float]]:
+    """Seed 7's built-in site for 100 s (a no_vest event ripe at ~73 s, a no_helmet one at ~92 s)
+    with a gate that can judge a worker only once the question's crop is 150 px or more of the
+    frame — more than the greedy policy's own zoom gives it. Returns the manager's wait counts,
+    the control steps that looked, and the crop sides the gate was finally asked about."""
+    from edge.console import RunConsole
+    from edge.runner import RunOptions, prepare
+
+    asked: list[float] = []
+
+    def gate(obs: HazardObservation, frame: np.ndarray, pose: PTZPose, blur_px: float) -> Any:
+        side = _window(frame.shape, obs.bbox, obs.type)[2]
+        reason = unanswerable(frame.shape, obs.bbox, obs.type, 96, blur_px)
+        if reason is not None or side < 150:
+            return NotYet(reason or f"crop {side:.0f} px")
+        asked.append(side)
+        return {
+            "question": "?",
+            "answer": "no",
+            "confirmed": True,
+            "latency_ms": 1.0,
+            "error": None,
+        }
+
+    with tempfile.TemporaryDirectory(prefix="sitehawk-look-") as tmp_name:
+        tmp = Path(tmp_name)
+        opts = RunOptions(
+            config=None, seed=7, duration_s=100.0, policy="greedy", out=tmp / "run",
+            outbox=tmp / "outbox.sqlite3", start_s=0.0, report=False, perception="sim", vlm=None,
+        )  # fmt: skip
+        run = prepare(opts, RunConsole(file=io.StringIO(), live=False))
+        (cam,) = run.agent.cameras
+        cam.manager.vlm_gate, cam.look = gate, look
+        for hazard in ("no_helmet", "no_vest"):
+            rule = cam.manager.rules[hazard]
+            cam.manager.rules[hazard] = replace(rule, require_vlm=True)
+        try:
+            run.agent.run(100.0)
+        finally:
+            run.agent.stop()
+            run.outbox.close()
+    return dict(cam.manager.vlm_counts), cam.num_looks, asked
+
+
+def test_a_waiting_hazard_steers_the_camera_until_the_gate_can_ask() -> None:
+    """With ``vlm.look`` the camera goes to a hazard the gate cannot judge yet (centred, zoomed to
+    the question's framing) and the gate gets its view; without, the events go out unasked."""
+    counts, looks, asked = _seed7_waits(look=True)
+    assert looks > 0 and counts["waited"] >= 1
+    assert counts.get("unasked_after_wait", 0) + counts.get("unasked_out_of_view", 0) == 0
+    assert len(asked) >= counts["waited"] and min(asked) >= 150  # every waiting one, up close
+    counts_off, looks_off, asked_off = _seed7_waits(look=False)
+    unasked_off = counts_off.get("unasked_after_wait", 0) + counts_off.get("unasked_out_of_view", 0)
+    assert looks_off == 0 and len(asked_off) < counts_off["waited"] and unasked_off >= 1

@@ -231,3 +231,45 @@ def test_a_small_worker_keeps_positives_beside_its_own_head_and_vest() -> None:
     assert set(levels[gt == 0].tolist()) == {1}  # the worker went one level up (stride 8)
     with pytest.raises(ValueError, match="unknown classes"):
         DetectionLoss(model, level_scale={"worker": 2.0})
+
+
+def test_a_worker_with_its_own_box_group_keeps_its_stride_4_locations() -> None:
+    """With ``own_box_classes``, a small worker and its head and vest each get positives on the
+    finest level; the exported rows of each group score only that group's classes; and the loss
+    trains both groups' boxes."""
+    import torch
+
+    from trainer.detect.loss import DetectionLoss, Targets
+    from trainer.detect.model import DetectorConfig, SiteDetector
+
+    with pytest.raises(ValueError, match="unknown classes"):
+        DetectorConfig(own_box_classes=("worker",))
+    cfg = DetectorConfig(widths=(8, 16, 16, 32, 32), neck=(16, 16, 16), own_box_classes=("person",))
+    assert cfg.box_groups == [[1, 2, 3, 4, 5], [0]]
+    model = SiteDetector(cfg)
+    out = model.eval()(torch.rand(1, 3, 64, 96))
+    n = sum((64 // s) * (96 // s) for s in cfg.strides)
+    assert out.shape == (1, 4 + 6, 2 * n)
+    rows = out[0, 4:].T  # (2 n, C); per level: the shared group's rows, then the person rows
+    per_level = [(64 // s) * (96 // s) for s in cfg.strides]
+    start = 0
+    for k in per_level:
+        shared, person = rows[start : start + k], rows[start + k : start + 2 * k]
+        assert torch.all(shared[:, 0] == 0) and torch.all(shared[:, 1:] > 0)
+        assert torch.all(person[:, 1:] == 0) and torch.all(person[:, 0] > 0)
+        start += 2 * k
+
+    loss = DetectionLoss(model.train(), level_scale={"person": 2.0})
+    person, head = [49.5, 26.0, 52.5, 32.0], [50.4, 26.0, 51.6, 27.5]
+    vest = [49.6, 27.5, 52.4, 29.5]
+    t = Targets(
+        boxes=torch.tensor([person, head, vest]),
+        classes=torch.tensor([0, 1, 3]),
+        ignore=torch.zeros(3, dtype=torch.bool),
+    )
+    total, parts = loss(torch.rand(1, 3, 64, 96), [t])
+    assert parts["pos"] >= 3  # the worker's own positives plus its head's and vest's
+    total.backward()
+    box_grad = model.heads[0].box.weight.grad
+    assert box_grad is not None
+    assert box_grad[:4].abs().sum() > 0 and box_grad[4:].abs().sum() > 0  # both groups learn

@@ -153,35 +153,49 @@ class DetectionLoss:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         b, _, height, width = images.shape
         levels = self.model.levels(images)
-        boxes, logits = [], []
-        for (box, cls), stride in zip(levels, self.model.cfg.strides, strict=True):
-            boxes.append(self.model.decode_level(box, stride))
-            logits.append(cls.reshape(b, cls.shape[1], -1))
-        pred_box = box_xyxy(torch.cat(boxes, 2).transpose(1, 2))  # (B, N, 4)
-        pred_logit = torch.cat(logits, 2).transpose(1, 2)  # (B, N, C)
+        logits = torch.cat([cls.reshape(b, cls.shape[1], -1) for _, cls in levels], 2)
+        pred_logit = logits.transpose(1, 2)  # (B, N, C)
         centres, strides, lvls = self.grid(height, width)
-        assigned = [assign(centres, strides, lvls, t, self.class_scale) for t in targets]
-        gt_idx, ignored = zip(*assigned, strict=True)
-        gi = torch.stack(gt_idx)  # (B, N)
-        ign = torch.stack(ignored)
-        pos = gi >= 0
-        num_pos = max(int(pos.sum()), 1)
         target_cls = torch.zeros_like(pred_logit)
-        box_loss = pred_box.new_zeros(())
-        if pos.any():
+        ignored_cls = torch.zeros_like(pred_logit, dtype=torch.bool)
+        box_loss = pred_logit.new_zeros(())
+        num_pos = 0
+        # each box group is assigned on its own: its classes' boxes compete only with each other
+        for g, members in enumerate(self.model.cfg.box_groups):
+            pred_box = box_xyxy(
+                torch.cat(
+                    [
+                        self.model.decode_level(box[:, 4 * g : 4 * g + 4], stride)
+                        for (box, _), stride in zip(levels, self.model.cfg.strides, strict=True)
+                    ],
+                    2,
+                ).transpose(1, 2)
+            )  # (B, N, 4)
+            group = torch.tensor(members)
+            subsets = [_subset(t, torch.isin(t.classes, group)) for t in targets]
+            assigned = [assign(centres, strides, lvls, t, self.class_scale) for t in subsets]
+            gt_idx, ignored = zip(*assigned, strict=True)
+            gi = torch.stack(gt_idx)  # (B, N)
+            ignored_cls[..., group] = torch.stack(ignored)[..., None]
+            pos = gi >= 0
+            if not pos.any():
+                continue
+            num_pos += int(pos.sum())
             bi, ni = pos.nonzero(as_tuple=True)
-            counts = torch.tensor([len(t.boxes) for t in targets])
+            counts = torch.tensor([len(t.boxes) for t in subsets])
             offsets = torch.cumsum(counts, 0) - counts
             flat = offsets[bi] + gi[bi, ni]
-            gt_boxes = torch.cat([t.boxes for t in targets])[flat]
-            gt_cls = torch.cat([t.classes for t in targets])[flat]
-            iou, g = giou(pred_box[bi, ni], gt_boxes)
-            box_loss = (1.0 - g).sum() / num_pos
+            gt_boxes = torch.cat([t.boxes for t in subsets])[flat]
+            gt_cls = torch.cat([t.classes for t in subsets])[flat]
+            iou, gio = giou(pred_box[bi, ni], gt_boxes)
+            box_loss = box_loss + (1.0 - gio).sum()
             target_cls[bi, ni, gt_cls] = iou.detach().clamp(min=0.01)
+        num_pos = max(num_pos, 1)
+        box_loss = box_loss / num_pos
         p = torch.sigmoid(pred_logit)
         qfl = F.binary_cross_entropy_with_logits(pred_logit, target_cls, reduction="none")
         qfl = qfl * (target_cls - p).abs().pow(self.beta)
-        qfl = qfl.sum(-1)[~ign].sum() / num_pos
+        qfl = qfl[~ignored_cls].sum() / num_pos
         total = qfl + self.box_weight * box_loss
         return total, {
             "loss": float(total.detach()),
@@ -189,3 +203,7 @@ class DetectionLoss:
             "box": float(box_loss.detach()),
             "pos": float(num_pos) / b,
         }
+
+
+def _subset(t: Targets, keep: torch.Tensor) -> Targets:
+    return Targets(t.boxes[keep], t.classes[keep], t.ignore[keep])

@@ -9,6 +9,13 @@ log size relative to its stride, and a score per class.
 The network decodes its own output, so the exported graph produces exactly the YOLOv8/YOLO11
 detection format the edge decoder reads: ``[B, 4 + classes, N]`` with ``cx, cy, w, h`` in input
 pixels and sigmoid class scores (N = 80² + 40² + 20² = 8400 at 320×320).
+
+*Box groups*: a location predicts one box per group of classes. By default every class shares
+one box; ``own_box_classes`` gives the classes named there a second box of their own at every
+location (the exported graph then has one row per location and group: N = 2 × 8400, each row
+scoring only its group's classes). A worker's vest and head lie at the centre of the worker's
+box; with one box per location they compete for the same locations, and a small worker either
+loses them or has to move to a coarser level where its 3-px-wide box is placed too loosely.
 """
 
 from __future__ import annotations
@@ -35,6 +42,24 @@ class DetectorConfig:
     max_log_size: float = 6.0  # box sizes are exp(≤ this) × stride
     prior_prob: float = 0.01  # initial class score (focal-loss style bias init)
     classes: tuple[str, ...] = field(default=CLASSES)
+    # classes with a box of their own at every location (a second box group); () = one group
+    own_box_classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.own_box_classes) - set(self.classes))
+        if unknown:
+            raise ValueError(
+                f"own_box_classes: unknown classes {unknown}; classes: {list(self.classes)}"
+            )
+        if set(self.own_box_classes) == set(self.classes):
+            raise ValueError("own_box_classes: name some classes, not all of them")
+
+    @property
+    def box_groups(self) -> list[list[int]]:
+        """Class indices of each box group: the shared box first, then ``own_box_classes``."""
+        own = [i for i, c in enumerate(self.classes) if c in self.own_box_classes]
+        shared = [i for i in range(len(self.classes)) if i not in own]
+        return [shared, own] if own else [shared]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,12 +95,12 @@ class ResBlock(nn.Module):
 
 
 class Head(nn.Module):
-    """Per-level head: a 3×3 conv, then 1×1 to 4 box + C class channels."""
+    """Per-level head: a 3×3 conv, then 1×1 to 4 box channels per box group + C class channels."""
 
-    def __init__(self, c: int, num_classes: int, prior_prob: float):
+    def __init__(self, c: int, num_classes: int, prior_prob: float, num_groups: int = 1):
         super().__init__()
         self.conv = ConvBN(c, c, 3)
-        self.box = nn.Conv2d(c, 4, 1)
+        self.box = nn.Conv2d(c, 4 * num_groups, 1)
         self.cls = nn.Conv2d(c, num_classes, 1)
         assert self.box.bias is not None and self.cls.bias is not None
         nn.init.zeros_(self.box.weight)
@@ -113,7 +138,16 @@ class SiteDetector(nn.Module):
         self.red8 = ConvBN(n8, n4, 1)
         self.fuse4 = ConvBN(n4, n4, 3)
         self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
-        self.heads = nn.ModuleList(Head(c, cfg.num_classes, cfg.prior_prob) for c in cfg.neck)
+        groups = cfg.box_groups
+        self.heads = nn.ModuleList(
+            Head(c, cfg.num_classes, cfg.prior_prob, len(groups)) for c in cfg.neck
+        )
+        # (G, C, 1): which class scores each box group's rows carry
+        masks = torch.zeros(len(groups), cfg.num_classes, 1)
+        for g, members in enumerate(groups):
+            masks[g, members] = 1.0
+        self.group_masks: torch.Tensor
+        self.register_buffer("group_masks", masks, persistent=False)
 
     def levels(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw (box, cls) maps per level (strides 4, 8, 16)."""
@@ -141,17 +175,17 @@ class SiteDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
+        num_groups = self.group_masks.shape[0]
         for (box, cls), stride in zip(self.levels(x), self.cfg.strides, strict=True):
             b = box.shape[0]
-            outs.append(
-                torch.cat(
-                    [
-                        self.decode_level(box, stride),
-                        torch.sigmoid(cls).reshape(b, cls.shape[1], -1),
-                    ],
-                    1,
+            scores = torch.sigmoid(cls).reshape(b, cls.shape[1], -1)
+            for g in range(num_groups):
+                group_scores = scores if num_groups == 1 else scores * self.group_masks[g]
+                outs.append(
+                    torch.cat(
+                        [self.decode_level(box[:, 4 * g : 4 * g + 4], stride), group_scores], 1
+                    )
                 )
-            )
         return torch.cat(outs, 2)
 
 

@@ -281,9 +281,11 @@ def seed_config(
     from edge.runner import apply_vlm_option
 
     base = the_plan.base
-    if base is not None and base.vlm.backend != "none":
-        models = config.models.model_copy(update={"vlm": base.models.vlm})
-        config = config.model_copy(update={"vlm": base.vlm, "models": models})
+    if base is not None:  # its VLM settings (wait, look) even when it names no backend
+        update: dict[str, Any] = {"vlm": base.vlm}
+        if base.vlm.backend != "none":
+            update["models"] = config.models.model_copy(update={"vlm": base.models.vlm})
+        config = config.model_copy(update=update)
     return apply_vlm_option(config, True)
 
 

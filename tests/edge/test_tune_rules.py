@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -185,11 +186,33 @@ def test_eval_vlm_off_json_needs_vlm_on(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--vlm-off-json" in capsys.readouterr().err
 
 
-def test_eval_writes_both_vlm_figures_from_one_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("look", [True, False])
+def test_eval_writes_both_vlm_figures(
+    tmp_path: Path, look: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``vlm.look`` the camera may go elsewhere with the VLM on: each seed runs twice; without
+    it, once, and the alert manager is replayed without the gate."""
     pytest.importorskip("llama_cpp")
+    import edge.evaluate
+    from edge.sim.device_config import device_config_for_site
+    from edge.sim.generate import generate_site
+
+    runs: list[bool] = []
+    run_seed = edge.evaluate.run_seed
+
+    def counted(seed: int, plan: Any, opts: Any, *args: Any) -> Any:
+        runs.append(opts.vlm)
+        return run_seed(seed, plan, opts, *args)
+
+    monkeypatch.setattr(edge.evaluate, "run_seed", counted)
+    config = device_config_for_site(generate_site(5, duration_s=600.0))
+    config = config.model_copy(update={"vlm": config.vlm.model_copy(update={"look": look})})
+    path = tmp_path / "device.yaml"
+    path.write_text(config.to_yaml())
     on, off = tmp_path / "on.json", tmp_path / "off.json"
     argv = ["eval", "--seeds", "1000", "--duration", "3", "--vlm", "on", "--json", str(on)]
-    assert main([*argv, "--vlm-off-json", str(off)]) == 0
+    assert main([*argv, "--config", str(path), "--vlm-off-json", str(off)]) == 0
+    assert runs == ([True, False] if look else [True])
     a, b = json.loads(on.read_text()), json.loads(off.read_text())
     assert set(a) == set(b) and (a["vlm"], b["vlm"]) == ("on", "off")
     assert a["per_seed"][0]["frames"] == b["per_seed"][0]["frames"] == 30

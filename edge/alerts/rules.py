@@ -147,6 +147,7 @@ class HazardObservation:
     track_id: str = ""
     zone_id: str | None = None
     severity: Severity | None = None  # overrides the rule's severity (zones carry their own)
+    boundary_m: float | None = None  # zone_intrusion: ground distance to the zone's boundary
 
 
 def point_in_polygon(point: tuple[float, float], polygon: Sequence[tuple[float, float]]) -> bool:
@@ -168,6 +169,13 @@ def distance_to_polygon(
     """0 inside, else the distance to the nearest edge (metres)."""
     if point_in_polygon(point, polygon):
         return 0.0
+    return distance_to_boundary(point, polygon)
+
+
+def distance_to_boundary(
+    point: tuple[float, float], polygon: Sequence[tuple[float, float]] | np.ndarray
+) -> float:
+    """The distance to the polygon's nearest edge (metres), inside or out."""
     p = np.asarray(point, dtype=np.float64)
     a = np.asarray(polygon, dtype=np.float64)
     b = np.roll(a, -1, axis=0)
@@ -284,6 +292,7 @@ class HazardRules:
                                 tr.score,
                                 zone_id=zone.id,
                                 severity=zone.severity,
+                                boundary_m=distance_to_boundary(tr.ground_xy, zone.polygon),
                             )
                         )
         return out
@@ -296,6 +305,7 @@ class HazardRules:
         confidence: float,
         zone_id: str | None = None,
         severity: Severity | None = None,
+        boundary_m: float | None = None,
     ) -> HazardObservation:
         assert tr.bbox_norm is not None
         return HazardObservation(
@@ -310,4 +320,5 @@ class HazardRules:
             track_id=tr.id,
             zone_id=zone_id,
             severity=severity,
+            boundary_m=boundary_m,
         )

@@ -32,7 +32,12 @@ from edge.alerts.rules import HazardObservation
 from edge.alerts.schema import VlmCheck
 from edge.geometry import PTZPose, fov_v_deg
 from edge.vlm.backend import VLMAnswer
-from edge.vlm.questions import HAZARD_QUESTIONS, ZONE_VIEW_PERSON_HEIGHTS, confirmation
+from edge.vlm.questions import (
+    HAZARD_QUESTIONS,
+    ZONE_ASK_MAX_BOUNDARY_M,
+    ZONE_VIEW_PERSON_HEIGHTS,
+    confirmation,
+)
 from edge.vlm.worker import VLMRequest, VLMWorker
 
 log = logging.getLogger(__name__)
@@ -221,6 +226,14 @@ def unanswerable(
     return None
 
 
+def near_zone_boundary(observation: HazardObservation) -> bool:
+    """Whether the zone question is asked about this intrusion: its worker stands within
+    :data:`~edge.vlm.questions.ZONE_ASK_MAX_BOUNDARY_M` of the zone's boundary (or the rule did
+    not say how far), where the zone view shows the painted line and where the ground position's
+    error can turn a worker outside into an intrusion."""
+    return observation.boundary_m is None or observation.boundary_m <= ZONE_ASK_MAX_BOUNDARY_M
+
+
 def vlm_check(
     hazard: str, question: str, answer: VLMAnswer, min_confidence: float = DEFAULT_MIN_CONFIDENCE
 ) -> VlmCheck:
@@ -307,6 +320,9 @@ class WorkerVlmGate:
         q = HAZARD_QUESTIONS.get(observation.type)
         if q is None:
             return None
+        if observation.type == "zone_intrusion" and not near_zone_boundary(observation):
+            self.counts["not_asked_deep_inside"] += 1
+            return None  # inside whatever the ground position's error: the alert goes out
         why = unanswerable(
             frame.shape,
             observation.bbox,
@@ -350,6 +366,7 @@ class WorkerVlmGate:
             "unconfirmed",
             "timeout",
             "unavailable",
+            "not_asked_deep_inside",
         )
         return {k: int(self.counts[k]) for k in keys}
 

@@ -18,6 +18,12 @@ QUESTION_SET_VERSION = "sitehawk.vqa/2"
 #: (the person is ~16 px tall). The trainer renders the view so; the gate cuts it so.
 #: (vqa/1 asked about a whole zone seen obliquely: intruders a few pixels tall, at chance.)
 ZONE_VIEW_PERSON_HEIGHTS = 6.0
+#: The zone question is about workers this close to a zone's boundary (inside or out): only then
+#: does the zone view show the painted line, and only there can the ground position's error
+#: make an intrusion out of a worker who stands outside. A worker deeper inside is inside
+#: whatever the error: the gate does not ask (the alert goes out with ``vlm: null``), and the
+#: trainer renders no such view (a view with no line in it does not show the answer).
+ZONE_ASK_MAX_BOUNDARY_M = 4.0
 
 
 @dataclass(frozen=True)

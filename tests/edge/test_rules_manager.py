@@ -27,6 +27,7 @@ from edge.alerts.rules import (
     HazardRules,
     HazardRuleSpec,
     ZoneSpec,
+    distance_to_boundary,
     distance_to_polygon,
     point_in_polygon,
 )
@@ -510,6 +511,14 @@ def test_zone_intrusion_while_the_machine_in_the_zone_moves(working: bool) -> No
     assert inside_since + 1.0 <= raised_at <= inside_since + 2.5
     ground = alert.alert["location"]["ground_xy_m"]
     assert ground is not None and ground[0] < 0.0
+
+
+def test_distance_to_a_zones_boundary_inside_and_out() -> None:
+    square = ((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0))
+    assert distance_to_boundary((2.0, 5.0), square) == pytest.approx(2.0)  # inside
+    assert distance_to_polygon((2.0, 5.0), square) == 0.0
+    assert distance_to_boundary((13.0, 14.0), square) == pytest.approx(5.0)  # outside
+    assert distance_to_polygon((13.0, 14.0), square) == pytest.approx(5.0)
 
 
 def test_zone_activity_rules() -> None:

@@ -197,3 +197,25 @@ def test_a_waiting_hazard_steers_the_camera_until_the_gate_can_ask() -> None:
     counts_off, looks_off, asked_off = _seed7_waits(look=False)
     unasked_off = counts_off.get("unasked_after_wait", 0) + counts_off.get("unasked_out_of_view", 0)
     assert looks_off == 0 and len(asked_off) < counts_off["waited"] and unasked_off >= 1
+
+
+def test_the_zone_question_is_asked_only_near_the_zones_boundary() -> None:
+    """A worker deep inside a zone is inside whatever the ground position's error, and the zone
+    view would not show the line: the alert goes out unasked (None), counted."""
+    from edge.vlm.questions import ZONE_ASK_MAX_BOUNDARY_M
+
+    worker = _Worker()
+    gate = WorkerVlmGate(worker)  # type: ignore[arg-type]
+    frame = np.zeros(SHAPE, dtype=np.uint8)
+
+    def obs(boundary_m: float | None) -> HazardObservation:
+        return HazardObservation(
+            "zone_intrusion", "z1/p1", 0.0, 0.0, (0.49, 0.45, 0.5, 0.5), (1.0, 2.0), 0.9,
+            size_deg=2.0, zone_id="z1", boundary_m=boundary_m,
+        )  # fmt: skip
+
+    assert gate(obs(ZONE_ASK_MAX_BOUNDARY_M + 0.5), frame, PTZPose(0.0, 0.0, 4.0)) is None
+    assert worker.submitted == [] and gate.stats()["not_asked_deep_inside"] == 1
+    for near in (ZONE_ASK_MAX_BOUNDARY_M - 0.5, None):  # near the line, or not known
+        assert gate(obs(near), frame, PTZPose(0.0, 0.0, 4.0)) is not None
+    assert len(worker.submitted) == 2

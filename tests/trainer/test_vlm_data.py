@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from edge.alerts.rules import distance_to_boundary
 from edge.geometry import points_in_polygon
 from edge.sim.generate import generate_site
 from edge.sim.world import Site
-from edge.vlm.questions import HAZARD_QUESTIONS
+from edge.vlm.questions import HAZARD_QUESTIONS, ZONE_ASK_MAX_BOUNDARY_M
 from trainer import cli
 from trainer.vlm.data import (
     COLOR_NAMES,
@@ -49,6 +50,10 @@ def test_hazard_answers_match_ground_truth(hazard_dir, sites):
             # never inside an idle machine's zone (it looks like an intrusion but is none)
             assert all(site.zone_active(mi, s.t) for mi in inside), s
             assert s.answer == ("yes" if inside else "no"), s
+            # an intruder stands near enough to the line for the view to show it
+            for mi in inside:
+                point = (float(xy[0, 0]), float(xy[0, 1]))
+                assert distance_to_boundary(point, site.zones[mi]) <= ZONE_ASK_MAX_BOUNDARY_M, s
         else:  # fire_smoke: a "yes" looks at a burning fire
             if s.answer == "yes":
                 assert s.target in [f.index for f in site.fires_at(s.t)]

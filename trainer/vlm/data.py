@@ -39,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.alerts.rules import distance_to_boundary
 from edge.geometry import PTZPose, pan_tilt_of_point, points_in_polygon
 from edge.sim.generate import HELD_OUT_SEED_MIN, generate_site
 from edge.sim.render import (
@@ -54,6 +55,7 @@ from edge.sim.world import Site
 from edge.vlm.questions import (
     HAZARD_QUESTIONS,
     QUESTION_SET_VERSION,
+    ZONE_ASK_MAX_BOUNDARY_M,
     ZONE_VIEW_PERSON_HEIGHTS,
     normalize_answer,
 )
@@ -97,6 +99,9 @@ GATE_VIEW_SHARES = {"blur": 0.4, "cut": 0.4, "blur+cut": 0.2}  # of the gate vie
 VIEWS = ("clear", *GATE_VIEW_SHARES)
 #: Question types drawn as gate views (the zone question's view is cut around a still person).
 GATE_VIEW_TYPES = ("no_helmet", "no_vest", "fire_smoke")
+#: Zone views: no other worker's box centre within this many of the worker's heights of
+#: theirs ("the worker in the centre" must name one person).
+ZONE_CENTRE_CLEAR_HEIGHTS = 0.75
 MAX_COUNT = 5
 
 
@@ -460,7 +465,8 @@ def _gen_count(ctx: _Ctx, target: str | None) -> Rendered | None:
 
 
 def _zone_state(site: Site, t: float, wi: int, active_only: bool) -> tuple[bool, float]:
-    """(worker ``wi`` inside a zone, distance in metres to the nearest zone) at ``t``.
+    """(worker ``wi`` inside a zone, distance in metres to the nearest zone's boundary) at ``t``
+    — for a worker inside, to the boundary of the zone they are in.
 
     ``active_only``: only zones whose machine works at ``t`` count as inside; a worker inside an
     idle machine's painted zone is then neither (returned as inside with distance -1, rejected).
@@ -468,17 +474,32 @@ def _zone_state(site: Site, t: float, wi: int, active_only: bool) -> tuple[bool,
     xy = site.workers_at(t).xy[wi]
     nearest = math.inf
     for mi, zone in enumerate(site.zones):
+        d = distance_to_boundary((float(xy[0]), float(xy[1])), zone)
         if points_in_polygon(xy[None], zone)[0]:
             if active_only and not site.zone_active(mi, t):
                 return True, -1.0
-            return True, 0.0
-        a, b = zone, np.roll(zone, -1, axis=0)
-        ab = b - a
-        s = np.clip(((xy - a) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-12), 0.0, 1.0)
-        d = float(np.min(np.linalg.norm(a + s[:, None] * ab - xy, axis=1)))
+            return True, d
         if not active_only or site.zone_active(mi, t):
             nearest = min(nearest, d)
     return False, nearest
+
+
+def _alone_at_centre(
+    truth: FrameTruth, wi: int, heights: float = ZONE_CENTRE_CLEAR_HEIGHTS
+) -> bool:
+    """No other worker's box centre lies within ``heights`` of worker ``wi``'s height of theirs:
+    "the worker in the centre" names one person."""
+    person = truth.classes == CLS_PERSON
+    mine = person & (truth.owner == wi)
+    if not mine.any():
+        return False
+    box = truth.boxes[mine][0]
+    centre, h = (box[:2] + box[2:]) / 2, float(box[3] - box[1])
+    others = truth.boxes[person & (truth.owner != wi)]
+    if len(others) == 0:
+        return True
+    dist = np.linalg.norm((others[:, :2] + others[:, 2:]) / 2 - centre, axis=1)
+    return bool((dist > heights * h).all())
 
 
 def _zone_crop(ctx: _Ctx, t: float, wi: int) -> tuple[np.ndarray, PTZPose] | None:
@@ -492,7 +513,7 @@ def _zone_crop(ctx: _Ctx, t: float, wi: int) -> tuple[np.ndarray, PTZPose] | Non
     fov = ang * ZONE_VIEW_PERSON_HEIGHTS * float(ctx.rng.uniform(0.85, 1.15))
     pose = _aim_jittered(ctx, centre, fov, 0.04)
     image, truth = _render(ctx.renderer, pose, t, ctx.size, ctx.index, ctx.rng)
-    return (image, pose) if _worker_clear(truth, wi) else None
+    return (image, pose) if _worker_clear(truth, wi) and _alone_at_centre(truth, wi) else None
 
 
 def _gen_zone_worker(general: bool) -> Generator:
@@ -535,6 +556,8 @@ def _gen_zone_worker(general: bool) -> Generator:
                     return None
         inside, dist = _zone_state(site, t, wi, active_only=not general)
         if dist < 0:  # inside an idle machine's zone: not an intrusion, but looks like one
+            return None
+        if inside and dist > ZONE_ASK_MAX_BOUNDARY_M:  # the line is out of view: not asked
             return None
         answer = "yes" if inside else "no"
         if target is not None and answer != target:

@@ -323,6 +323,7 @@ class AlertManager:
         #: ``vlm_max_wait_s`` ran out / when they left the view first
         self.vlm_counts: Counter[str] = Counter()
         self._prev_pose: tuple[float, PTZPose] | None = None
+        self._look_at: int | None = None  # id() of the event the camera was last sent to
         self.max_gap_s = max_gap_s
         self.rebind_after_s = rebind_after_s
         self.rebind_sizes = rebind_sizes
@@ -347,7 +348,12 @@ class AlertManager:
         ]
 
     def look_target(self) -> LookTarget | None:
-        """The event that has waited longest for a view the VLM can judge (None: none waits)."""
+        """The event that has waited longest for a view the VLM can judge (None: none waits).
+
+        The caller steers the camera to it: until its wait (``vlm_max_wait_s``) is over, the
+        target is not given up when unseen for :data:`WAIT_UNSEEN_S` — a camera turning towards
+        it smears it, and the detector loses it until the camera settles.
+        """
         waiting = [
             ev
             for ev in self._events
@@ -359,6 +365,7 @@ class AlertManager:
             return None
         ev = min(waiting, key=lambda e: e.waiting_since or 0.0)
         assert ev.waiting_view is not None and ev.waiting_since is not None
+        self._look_at = id(ev)
         obs = ev.waiting_view[0]
         return LookTarget(
             hazard=ev.hazard,
@@ -472,6 +479,13 @@ class AlertManager:
                 continue
             unseen_s = now - ev.last_seen_t
             rule = self.rules[ev.hazard]
+            if (
+                id(ev) == self._look_at
+                and ev.status == "pending"
+                and ev.waiting_view is not None
+                and now - (ev.waiting_since or now) < self.vlm_max_wait_s
+            ):
+                continue  # the camera is on its way: keep waiting for a view (see look_target)
             if ev.status == "pending" and ev.waiting_view is not None and unseen_s > WAIT_UNSEEN_S:
                 # ripe, but out of view before the VLM could judge it: it goes out unasked (the
                 # gate suppresses only on a confident contradiction), from its last sighting

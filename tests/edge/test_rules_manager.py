@@ -658,6 +658,29 @@ def test_a_waiting_event_is_the_cameras_look_target_until_the_gate_could_ask() -
     assert targets[13:] == [None] * 7  # asked on the fourth try: nothing waits any more
 
 
+def test_the_look_target_unseen_waits_for_the_camera_until_the_wait_is_over() -> None:
+    """A camera steering to the waiting event smears it and the detector loses it for a while:
+    the event it was sent to is not raised unasked after WAIT_UNSEEN_S but asked about once seen
+    again; never seen again, it goes out unasked when vlm_max_wait_s is over."""
+    for back in (True, False):
+        calls: list[float] = []
+        manager = _waiting_manager([NotYet("cut"), _vlm(False)], calls)
+        out: list[tuple[float, Emitted]] = []
+        for k in range(60):
+            t = round(0.1 * k, 1)
+            seen = k <= 10 or (back and k >= 25)  # ripe at 1.0 s, unseen 1.1-2.4 s while turning
+            wall = WALL0 + timedelta(seconds=t)
+            emitted = manager.update([_obs()] if seen else [], wall, FRAME, PTZPose(5, -10, 4), t)
+            out += [(t, e) for e in emitted]
+            manager.look_target()  # the camera loop asks on every control step
+        if back:
+            assert out == [] and len(calls) == 2  # asked when seen again: contradicted
+        else:
+            ((t, raised),) = [(t, e) for t, e in out if e.state == "raised"]
+            assert raised.alert["vlm"] is None and t == pytest.approx(1.0 + 2.0)
+            assert manager.vlm_counts["unasked_out_of_view"] == 1
+
+
 def test_an_event_that_never_gets_a_judgeable_view_goes_out_unasked_after_the_wait() -> None:
     calls: list[float] = []
     manager = _waiting_manager([NotYet("blurred")], calls)

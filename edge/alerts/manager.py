@@ -17,7 +17,9 @@ rules produced and decides, per hazard *event*:
   asked again on each later frame that observes it, for up to ``vlm_max_wait_s``; after that,
   or once it is out of view (unseen for :data:`WAIT_UNSEEN_S`) before the gate could ask, the
   alert goes out unasked (``vlm: null``, evidence from its last sighting): waiting never drops
-  an event.
+  an event. :meth:`AlertManager.look_target` tells the camera loop which waiting event to
+  steer to (the agent's ``vlm.look``); that one is kept while unseen (the turn smears it) until
+  its wait is over.
   The manager estimates each frame's motion blur from the poses of consecutive frames (pan/tilt
   speed × ``exposure_s`` × pixels per degree at the frame's zoom) and hands it to the gate.
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
@@ -362,6 +364,7 @@ class AlertManager:
             and ev.waiting_since is not None
         ]
         if not waiting:
+            self._look_at = None
             return None
         ev = min(waiting, key=lambda e: e.waiting_since or 0.0)
         assert ev.waiting_view is not None and ev.waiting_since is not None

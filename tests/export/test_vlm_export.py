@@ -177,7 +177,7 @@ def test_vlm_eval_of_a_gguf_reports_confident_answers_and_views(exported, tmp_pa
     from trainer.vlm.data import build_dataset
     from trainer.vlm.evaluate import GGUFAnswerer, evaluate
 
-    build_dataset("hazard", 8, [0, 1], tmp_path / "gv", progress=False, gate_views=1.0)
+    build_dataset("hazard", 8, list(range(6)), tmp_path / "gv", progress=False, gate_views=1.0)
     answerer = GGUFAnswerer(exported)
     result, rows = evaluate(answerer, tmp_path / "gv")
     assert set(result["per_view"]) == {r["view"] for r in rows} and "clear" in result["per_view"]

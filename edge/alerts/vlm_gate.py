@@ -56,6 +56,10 @@ MIN_ASK_SCALE = 0.5
 #: of the model's input (for a model trained on still views; a fast pan smears a head by its
 #: width). A model whose manifest declares ``trained_views`` is asked up to its ``max_blur_px``.
 MAX_BLUR_MODEL_PX = 3.0
+#: Not asked on this frame: the window would have to shift by more than this share of its side
+#: to stay inside the frame — the worker would not be at the crop's centre, where the question
+#: looks (a worker near the frame's edge, asked about, answered for whoever the centre showed).
+MAX_OFF_CENTRE = 0.1
 
 # Crop geometry per question view, in units of the detection box's height (person boxes) or
 # its larger side (fire): the training data's framing (trainer/vlm/data.py: head and shoulders,
@@ -151,6 +155,15 @@ def look_pose(
     return PTZPose(target.pan_deg, target.tilt_deg + centre_up * size_deg, zoom)
 
 
+def _off_centre_px(shape: tuple[int, ...], cx: float, cy: float, side: float) -> float:
+    """How far :func:`question_crop` shifts the window to keep it inside the frame (pixels)."""
+    h, w = shape[:2]
+    n = min(max(side, float(MIN_CROP_PX)), float(min(h, w)))
+    dx = max(n / 2 - cx, cx + n / 2 - w, 0.0)
+    dy = max(n / 2 - cy, cy + n / 2 - h, 0.0)
+    return math.hypot(dx, dy)
+
+
 def question_crop(
     frame_bgr: np.ndarray, bbox: tuple[float, float, float, float], hazard: str, size: int
 ) -> np.ndarray:
@@ -192,17 +205,20 @@ def unanswerable(
     of view still shows the head, and the crop takes the worker's height from the box's width,
     :data:`PERSON_ASPECT`; for ``fire_smoke`` none — flames partly in view are still flames, as
     in the training data), or when the crop is under :data:`MIN_ASK_SCALE` of the model's
-    input in frame pixels, or when the camera's motion during the exposure (``blur_px``, in
-    frame pixels: the alert manager's estimate) smears the crop by more than
-    :data:`MAX_BLUR_MODEL_PX` of the model's input (a model trained on still views never saw a
-    smeared helmet). The gate then answers
+    input in frame pixels, or when the crop's window would have to shift by more than
+    :data:`MAX_OFF_CENTRE` of its side to stay in the frame (the worker would not be at the
+    centre the question asks about; not for ``fire_smoke``), or when the camera's motion during
+    the exposure (``blur_px``, in frame pixels: the alert manager's estimate) smears the crop by
+    more than :data:`MAX_BLUR_MODEL_PX` of the model's input (a model trained on still views never
+    saw a smeared helmet). The gate then answers
     :class:`~edge.alerts.manager.NotYet` and the manager asks again on a later frame; when none
     comes in time the alert goes out unasked (``vlm: null``), as DESIGN.md's gate wants for any
     VLM that cannot answer.
 
     A model trained on such views (its manifest's ``trained_views``: ``--gate-views`` data) has
     learnt to doubt what they cannot show, so it is asked about them: ``partly_out_of_view``
-    lifts the edge rule and ``max_blur_model_px`` raises the blur limit to what it saw.
+    lifts the edge and centring rules and ``max_blur_model_px`` raises the blur limit to what
+    it saw.
     """
     *sides, bottom = _cut_edges(shape, bbox)  # sides: left, top, right
     if hazard == "fire_smoke":
@@ -213,9 +229,12 @@ def unanswerable(
         cut = any(sides) or bottom
     if cut and not partly_out_of_view:
         return "the object reaches the frame's edge"
-    side = _window(shape, bbox, hazard)[2]
+    cx, cy, side = _window(shape, bbox, hazard)
     if side < MIN_ASK_SCALE * size:
         return f"the crop is {side:.0f} px, under {MIN_ASK_SCALE:g} of the model's {size} px"
+    off_centre = _off_centre_px(shape, cx, cy, side) > MAX_OFF_CENTRE * side
+    if off_centre and hazard != "fire_smoke" and not partly_out_of_view:
+        return "the crop would not be centred on the object (its window leaves the frame)"
     side = max(side, float(MIN_CROP_PX))
     limit = max(MAX_BLUR_MODEL_PX, max_blur_model_px)
     if blur_px * size / side > limit:

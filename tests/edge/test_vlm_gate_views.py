@@ -219,3 +219,15 @@ def test_the_zone_question_is_asked_only_near_the_zones_boundary() -> None:
     for near in (ZONE_ASK_MAX_BOUNDARY_M - 0.5, None):  # near the line, or not known
         assert gate(obs(near), frame, PTZPose(0.0, 0.0, 4.0)) is not None
     assert len(worker.submitted) == 2
+
+
+def test_a_worker_whose_crop_would_be_off_centre_is_not_asked_about_yet() -> None:
+    """Near the frame's edge (not touching it) the question's window would shift to stay inside,
+    leaving the worker off the centre the question asks about: not asked (the look centres it);
+    a fire's view may shift."""
+    near_right = (0.955, 0.3, 0.985, 0.6)  # 25 px from the edge: both crops would shift
+    for hazard in ("no_vest", "no_helmet"):
+        reason = unanswerable(SHAPE, near_right, hazard, 96)
+        assert reason is not None and "centred" in reason, hazard
+        assert unanswerable(SHAPE, (0.45, 0.3, 0.48, 0.6), hazard, 96) is None
+    assert unanswerable(SHAPE, near_right, "fire_smoke", 96) is None

@@ -88,39 +88,10 @@ def _cut_edges(
     return x0 * w < m, y0 * h < m, x1 * w > w - m, y1 * h > h - m
 
 
-def _window(
-    shape: tuple[int, ...], bbox: tuple[float, float, float, float], hazard: str
-) -> tuple[float, float, float]:
-    """The question's square window in frame pixels: centre x, centre y, side (unclamped)."""
-    h, w = shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in bbox)
-    bw, bh = max(x1 - x0, 0.0) * w, max(y1 - y0, 0.0) * h
-    cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
-    view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
-    if hazard == "no_helmet":
-        if _cut_edges(shape, bbox)[3]:  # legs out of view: the box is shorter than the worker
-            bh = max(bh, bw / PERSON_ASPECT)
-        side = bh * _HEAD_SPAN / _HEAD_FILL
-        cy = y0 * h + bh * _HEAD_CENTRE
-    elif view == "worker":
-        side = bh / _WORKER_FILL
-    elif view == "zone":
-        side = bh * _ZONE_SIDE
-    else:
-        side = max(bw, bh) * _VIEW_SIDE
-    return cx, cy, side
-
-
-#: A look (:func:`look_pose`) frames the question's crop at this many times the model's input in
-#: frame pixels — detail to spare, and room for a worker who keeps walking — but at most
-#: :data:`LOOK_MAX_CROP_SHARE` of the frame's height, so the object stays whole in view.
-LOOK_CROP_MODEL_SCALES = 2.0
-LOOK_MAX_CROP_SHARE = 0.6
-
-
 def _crop_geometry(hazard: str) -> tuple[float, float]:
     """The question's crop for an object of height 1 centred at 0: (side, how far its centre
-    lies above the object's centre) — :func:`_window`'s framing, in object heights."""
+    lies above the object's centre), in object heights — the one framing :func:`_window` cuts
+    and :func:`look_pose` aims for (the training data's, see the constants above)."""
     view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
     if hazard == "no_helmet":
         return _HEAD_SPAN / _HEAD_FILL, 0.5 - _HEAD_CENTRE
@@ -129,6 +100,29 @@ def _crop_geometry(hazard: str) -> tuple[float, float]:
     if view == "zone":
         return _ZONE_SIDE, 0.0
     return _VIEW_SIDE, 0.0
+
+
+def _window(
+    shape: tuple[int, ...], bbox: tuple[float, float, float, float], hazard: str
+) -> tuple[float, float, float]:
+    """The question's square window in frame pixels: centre x, centre y, side (unclamped) —
+    :func:`_crop_geometry`'s framing around the box (its larger side for a wider view)."""
+    h, w = shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    bw, bh = max(x1 - x0, 0.0) * w, max(y1 - y0, 0.0) * h
+    if hazard == "no_helmet" and _cut_edges(shape, bbox)[3]:
+        bh = max(bh, bw / PERSON_ASPECT)  # legs out of view: the box is shorter than the worker
+    side, centre_up = _crop_geometry(hazard)
+    view = HAZARD_QUESTIONS[hazard].view if hazard in HAZARD_QUESTIONS else "view"
+    extent = max(bw, bh) if view == "view" else bh
+    return (x0 + x1) / 2 * w, y0 * h + bh * (0.5 - centre_up), side * extent
+
+
+#: A look (:func:`look_pose`) frames the question's crop at this many times the model's input in
+#: frame pixels — detail to spare, and room for a worker who keeps walking — but at most
+#: :data:`LOOK_MAX_CROP_SHARE` of the frame's height, so the object stays whole in view.
+LOOK_CROP_MODEL_SCALES = 2.0
+LOOK_MAX_CROP_SHARE = 0.6
 
 
 def look_pose(

@@ -433,10 +433,12 @@ def evaluate_paired(
     if the_plan is None:
         the_plan = plan(opts)
     with_vlm, without = [], []
+    # the VLM settings come from the plan, not the site: one seed's config tells for all
+    looks = seed_config(opts.seeds[0], the_plan, opts.duration_s, vlm=True).vlm.look
     for seed in opts.seeds:
         if on_seed_start is not None:
             on_seed_start(seed)
-        if seed_config(seed, the_plan, opts.duration_s, vlm=True).vlm.look:
+        if looks:
             result = run_seed(seed, the_plan, opts)
             without.append(run_seed(seed, the_plan, replace(opts, vlm=False)))
         else:

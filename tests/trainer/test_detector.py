@@ -205,23 +205,30 @@ def test_the_shipped_model_size_limits_hold() -> None:
     assert cfg.input_size == (320, 320)
 
 
-def test_a_small_worker_keeps_positives_beside_its_own_head_and_vest() -> None:
-    """A location predicts one box: the worker must not lose every location to its head/vest."""
+def _worker_targets(person: list[float], head: list[float], vest: list[float]):  # noqa: ANN202
+    """One worker's person, head (helmet) and vest boxes as detector targets, none ignored."""
     import torch
 
-    from trainer.detect.loss import DetectionLoss, Targets, assign
+    from trainer.detect.loss import Targets
+
+    return Targets(
+        boxes=torch.tensor([person, head, vest]),
+        classes=torch.tensor([0, 1, 3]),
+        ignore=torch.zeros(3, dtype=torch.bool),
+    )
+
+
+def test_a_small_worker_keeps_positives_beside_its_own_head_and_vest() -> None:
+    """A location predicts one box: the worker must not lose every location to its head/vest."""
+    from trainer.detect.loss import DetectionLoss, assign
     from trainer.detect.model import DetectorConfig, SiteDetector
 
     model = SiteDetector(DetectorConfig())
     loss = DetectionLoss(model)
     centres, strides, levels = loss.grid(192, 320)
     # a worker 10 input px tall (40 px of the 1280×720 frame) at (101, 61), with head and vest
-    person, head = [99.5, 56.0, 102.5, 66.0], [100.4, 56.0, 101.6, 57.5]
-    vest = [99.6, 58.0, 102.4, 61.5]
-    t = Targets(
-        boxes=torch.tensor([person, head, vest]),
-        classes=torch.tensor([0, 1, 3]),
-        ignore=torch.zeros(3, dtype=torch.bool),
+    t = _worker_targets(
+        [99.5, 56.0, 102.5, 66.0], [100.4, 56.0, 101.6, 57.5], [99.6, 58.0, 102.4, 61.5]
     )
     for scale, worker_has_positives in ((None, False), (loss.class_scale, True)):
         gt, _ = assign(centres, strides, levels, t, scale)
@@ -239,7 +246,7 @@ def test_a_worker_with_its_own_box_group_keeps_its_stride_4_locations() -> None:
     trains both groups' boxes."""
     import torch
 
-    from trainer.detect.loss import DetectionLoss, Targets
+    from trainer.detect.loss import DetectionLoss
     from trainer.detect.model import DetectorConfig, SiteDetector
 
     with pytest.raises(ValueError, match="unknown classes"):
@@ -248,10 +255,9 @@ def test_a_worker_with_its_own_box_group_keeps_its_stride_4_locations() -> None:
     assert cfg.box_groups == [[1, 2, 3, 4, 5], [0]]
     model = SiteDetector(cfg)
     out = model.eval()(torch.rand(1, 3, 64, 96))
-    n = sum((64 // s) * (96 // s) for s in cfg.strides)
-    assert out.shape == (1, 4 + 6, 2 * n)
-    rows = out[0, 4:].T  # (2 n, C); per level: the shared group's rows, then the person rows
     per_level = [(64 // s) * (96 // s) for s in cfg.strides]
+    assert out.shape == (1, 4 + 6, 2 * sum(per_level))
+    rows = out[0, 4:].T  # (2 n, C); per level: the shared group's rows, then the person rows
     start = 0
     for k in per_level:
         shared, person = rows[start : start + k], rows[start + k : start + 2 * k]
@@ -260,12 +266,8 @@ def test_a_worker_with_its_own_box_group_keeps_its_stride_4_locations() -> None:
         start += 2 * k
 
     loss = DetectionLoss(model.train(), level_scale={"person": 2.0})
-    person, head = [49.5, 26.0, 52.5, 32.0], [50.4, 26.0, 51.6, 27.5]
-    vest = [49.6, 27.5, 52.4, 29.5]
-    t = Targets(
-        boxes=torch.tensor([person, head, vest]),
-        classes=torch.tensor([0, 1, 3]),
-        ignore=torch.zeros(3, dtype=torch.bool),
+    t = _worker_targets(
+        [49.5, 26.0, 52.5, 32.0], [50.4, 26.0, 51.6, 27.5], [49.6, 27.5, 52.4, 29.5]
     )
     total, parts = loss(torch.rand(1, 3, 64, 96), [t])
     assert parts["pos"] >= 3  # the worker's own positives plus its head's and vest's

@@ -148,6 +148,7 @@ class HazardObservation:
     zone_id: str | None = None
     severity: Severity | None = None  # overrides the rule's severity (zones carry their own)
     boundary_m: float | None = None  # zone_intrusion: ground distance to the zone's boundary
+    heads_in_box: int | None = None  # person hazards: head detections inside the person's box
 
 
 def point_in_polygon(point: tuple[float, float], polygon: Sequence[tuple[float, float]]) -> bool:
@@ -321,4 +322,5 @@ class HazardRules:
             zone_id=zone_id,
             severity=severity,
             boundary_m=boundary_m,
+            heads_in_box=tr.heads_in_box if tr.kind == "person" else None,
         )

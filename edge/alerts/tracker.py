@@ -123,6 +123,11 @@ class Track:
     in_view: bool = True  # in the latest frame and big enough to be detected there
     helmet: AttributeEvidence = field(default_factory=AttributeEvidence)
     vest: AttributeEvidence = field(default_factory=AttributeEvidence)
+    # person: head detections whose centre lies inside the box (or just above it, as a head may
+    # stick out) in the latest frame it was seen
+    # (1 for one visible worker; 0 for a box whose upper body is hidden, 2+ for a box that
+    # spans workers standing one behind the other)
+    heads_in_box: int | None = None
     smoke_evidence: float = 0.0  # fire: decayed score sum at verifying resolution
     moving: bool = False  # machine: box changing beyond jitter
     motion: float = 0.0  # machine: last motion statistic
@@ -425,6 +430,11 @@ class WorldTracker:
 
         for j, (k, tr) in enumerate(people):
             person = tracked[k]
+            x0, y0, x1, y1 = person.bbox
+            top = y0 - 0.1 * (y1 - y0)  # a head may stick out a little, as owner()'s band
+            tr.heads_in_box = sum(
+                x0 <= hd.center[0] <= x1 and top <= hd.center[1] <= y1 for hd in heads
+            )
             head_from_body = person.height * ref * HEAD_FRACTION
             judged = False
             for hd in heads_of.get(j, []):

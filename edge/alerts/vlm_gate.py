@@ -239,6 +239,26 @@ def unanswerable(
     return None
 
 
+def heads_problem(observation: HazardObservation) -> str | None:
+    """Why the worker's box does not show one worker (None: it does, or nobody counted).
+
+    The question asks about "the worker in the centre", and the crop is cut around the box. A
+    box holding two or more head detections spans workers standing one behind the other: its
+    centre falls between them (any person hazard). A box holding none, for the helmet and vest
+    questions, is a worker whose upper body is hidden (a machine's arm in front: a legs-only
+    box) or too small for a head to show: the crop would show no head or vest to judge. Such
+    crops were answered "no vest" with confidence on sites where every worker wore one.
+    """
+    n = observation.heads_in_box
+    if n is None:
+        return None
+    if n >= 2:
+        return f"the worker's box holds {n} heads (workers one behind the other)"
+    if n == 0 and observation.type in ("no_helmet", "no_vest"):
+        return "no head detected in the worker's box (upper body hidden or too small)"
+    return None
+
+
 def near_zone_boundary(observation: HazardObservation) -> bool:
     """Whether the zone question is asked about this intrusion: its worker stands within
     :data:`~edge.vlm.questions.ZONE_ASK_MAX_BOUNDARY_M` of the zone's boundary (or the rule did
@@ -336,7 +356,7 @@ class WorkerVlmGate:
         if observation.type == "zone_intrusion" and not near_zone_boundary(observation):
             self.counts["not_asked_deep_inside"] += 1
             return None  # inside whatever the ground position's error: the alert goes out
-        why = unanswerable(
+        why = heads_problem(observation) or unanswerable(
             frame.shape,
             observation.bbox,
             observation.type,

@@ -67,6 +67,11 @@ __all__ = [
 ]
 
 TEXTURE_RES_M = 0.1
+#: The hatched band painted along the inside of every exclusion zone's boundary: its width and
+#: the period of its diagonal yellow stripes (half of each period painted), in metres.
+ZONE_BAND_M = 1.2
+ZONE_STRIPE_PERIOD_M = 0.8
+ZONE_PAINT_BGR = (20, 210, 250)
 TEXTURE_MARGIN_M = 45.0
 MIP_LEVELS = 6
 
@@ -183,10 +188,13 @@ class Renderer:
             :height_px, :width_px
         ]
         factor = cv2.addWeighted(blotch, 0.08, np.ascontiguousarray(grain), 0.07, 1.0)
-        # exclusion zones: painted yellow/black boundary and cones at the corners
+        # exclusion zones: a painted yellow boundary with a hatched "keep clear" band on its
+        # inside (so a view of one stretch of line shows which side is the zone), cones at the
+        # corners
         for m_spec in spec.machines:
+            _paint_zone_band(tex, to_px(m_spec.zone), r)
             zone = to_px(m_spec.zone + [m_spec.zone[0]])
-            cv2.polylines(tex, [zone], True, (20, 210, 250), thickness=3, shift=SHIFT)
+            cv2.polylines(tex, [zone], True, ZONE_PAINT_BGR, thickness=3, shift=SHIFT)
             for corner in m_spec.zone:
                 c = to_px([corner])[0]
                 cv2.circle(tex, (int(c[0]), int(c[1])), 3 * ONE, (0, 90, 250), -1, shift=SHIFT)
@@ -405,3 +413,32 @@ class Renderer:
 def _grain(rng: np.random.Generator) -> np.ndarray:
     g = rng.normal(0, 1, (256, 256)).astype(np.float32)
     return cv2.GaussianBlur(g, (3, 3), 0.8)
+
+
+def _paint_zone_band(tex: np.ndarray, polygon_px: np.ndarray, res_m: float) -> None:
+    """Paint diagonal stripes on the band ``ZONE_BAND_M`` wide inside a zone's boundary.
+
+    ``polygon_px`` is the zone in texture pixels (fixed point, ``SHIFT`` bits); the band is the
+    zone minus the zone eroded by the band's width, worked on the zone's bounding box only.
+    """
+    pts = polygon_px.astype(np.float64) / ONE
+    band = int(round(ZONE_BAND_M / res_m))
+    x0, y0 = np.floor(pts.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(axis=0)).astype(int) + 2
+    h, w = tex.shape[:2]
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    inside = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    offset = np.array([x0, y0]) * ONE
+    cv2.fillPoly(inside, [polygon_px - offset], 1, shift=SHIFT)
+    # pad before eroding so the zone's edge at the bounding box counts as an edge
+    core = cv2.erode(
+        cv2.copyMakeBorder(inside, band, band, band, band, cv2.BORDER_CONSTANT, value=0),
+        cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1)),
+    )[band:-band, band:-band]
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    period = ZONE_STRIPE_PERIOD_M / res_m
+    stripes = ((xs + ys) % period) < period / 2
+    paint = inside.astype(bool) & ~core.astype(bool) & stripes
+    tex[y0:y1, x0:x1][paint] = ZONE_PAINT_BGR

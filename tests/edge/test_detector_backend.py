@@ -72,12 +72,34 @@ def test_letterbox_maps_boxes_both_ways() -> None:
     image = np.zeros((720, 1280, 3), dtype=np.uint8)
     canvas, info = letterbox(image, 320, 320)
     assert canvas.shape == (320, 320, 3)
-    assert (info.scale, info.pad_x, info.pad_y) == (0.25, 0, 70)
+    # two pyrDown halvings shift the picture by 0.25 + 0.125 input px (see below)
+    assert (info.scale, info.pad_x, info.pad_y) == (0.25, 0.375, 70.375)
     assert canvas[0, 0].tolist() == [114, 114, 114] and canvas[160, 160].tolist() == [0, 0, 0]
     frame_boxes = np.array([[100.0, 200.0, 300.0, 400.0]])
     back = info.to_frame(info.to_input(frame_boxes))
     np.testing.assert_allclose(back, frame_boxes, atol=1e-4)
-    np.testing.assert_allclose(info.to_input(frame_boxes), [[25, 120, 75, 170]])
+    np.testing.assert_allclose(info.to_input(frame_boxes), [[25.375, 120.375, 75.375, 170.375]])
+
+
+@pytest.mark.parametrize(
+    ("frame", "size"), [((720, 1280), 320), ((480, 640), 320), ((700, 1000), 256)]
+)
+def test_the_letterbox_maps_a_shapes_centre_to_where_the_shrink_puts_it(
+    frame: tuple[int, int], size: int
+) -> None:
+    """A bright square's intensity centroid in the input, mapped back, is its centre in the
+    frame (pixel k covering [k, k + 1)): the pyramid's sub-pixel shift is in the pads."""
+    h, w = frame
+    for x0, y0 in ((400, 200), (101, 333)):
+        image = np.zeros((h, w, 3), dtype=np.uint8)
+        image[y0 : y0 + 24, x0 : x0 + 24] = 255
+        canvas, info = letterbox(image, size, size)
+        weight = canvas[..., 0].astype(np.float64) * (canvas[..., 0] != 114)
+        ys, xs = np.mgrid[: canvas.shape[0], : canvas.shape[1]]
+        cx = float((weight * (xs + 0.5)).sum() / weight.sum())
+        cy = float((weight * (ys + 0.5)).sum() / weight.sum())
+        back = info.to_frame(np.array([[cx, cy, cx, cy]]))[0]
+        np.testing.assert_allclose(back[:2], [x0 + 12, y0 + 12], atol=0.15 / info.scale)
 
 
 def test_shrink_keeps_every_small_object_where_a_bilinear_resize_drops_some() -> None:
@@ -176,10 +198,11 @@ def test_a_yolo_format_onnx_model_is_decoded_with_its_metadata(tmp_path: Path) -
     assert det.manifest.classes == list(YOLO_NAMES.values())
     assert det.class_map == ["head_helmet", "head_bare", "person", None]
     dets = det.detect_image(np.zeros((720, 1280, 3), dtype=np.uint8))
-    # 1280×720 → scale 0.5, pad_y 140: (270, 295, 370, 345) → (540, 310, 740, 410)
+    # 1280×720 → scale 0.5, pad_y 140, one pyrDown (the picture 0.25 input px right and down):
+    # (270, 295, 370, 345) → (539.5, 309.5, 739.5, 409.5)
     assert len(dets) == 1
     assert dets[0].cls == "head_bare" and dets[0].score == pytest.approx(0.8)
-    np.testing.assert_allclose(dets[0].bbox, (540, 310, 740, 410), atol=1e-3)
+    np.testing.assert_allclose(dets[0].bbox, (539.5, 309.5, 739.5, 409.5), atol=1e-3)
     # an explicit class map can take the cone in
     det2 = ModelDetector(path, class_map={"Safety Cone": "machine"})
     assert sorted(d.cls for d in det2.detect_image(np.zeros((720, 1280, 3), np.uint8))) == [

@@ -214,6 +214,27 @@ def test_vest_evidence_needs_a_resolvable_uncut_torso() -> None:
     assert _people(tracker)[0].vest.missing == 0
 
 
+def test_a_person_track_counts_the_heads_inside_its_box() -> None:
+    """One worker: one head; a box spanning a worker and a second head (one behind the other):
+    two; a legs-only box (no head detected): none — what the VLM gate reads."""
+    pose = _aim(WORKER, 4.0)
+    tracker = WorldTracker(MOUNT)
+    dets = person_detections(pose, WORKER)
+    for k in range(5):
+        tracker.update(dets, pose, W, H, 0.1 * k)
+    (track,) = _people(tracker)
+    assert track.heads_in_box == 1
+    person, head = dets[0], dets[1]
+    dy = 0.3 * person.height  # a second head a third of the way down the box
+    second = Detection(
+        "head_bare", 0.9, (head.bbox[0], head.bbox[1] + dy, head.bbox[2], head.bbox[3] + dy)
+    )
+    tracker.update([*dets, second], pose, W, H, 0.5)
+    assert track.heads_in_box == 2
+    tracker.update([d for d in dets if d.cls != "head_helmet"], pose, W, H, 0.6)
+    assert track.heads_in_box == 0
+
+
 def test_evidence_fades_so_a_removed_helmet_shows() -> None:
     pose = _aim(WORKER, 4.0)
     tracker = WorldTracker(MOUNT)

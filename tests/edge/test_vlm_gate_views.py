@@ -231,3 +231,31 @@ def test_a_worker_whose_crop_would_be_off_centre_is_not_asked_about_yet() -> Non
         assert reason is not None and "centred" in reason, hazard
         assert unanswerable(SHAPE, (0.45, 0.3, 0.48, 0.6), hazard, 96) is None
     assert unanswerable(SHAPE, near_right, "fire_smoke", 96) is None
+
+
+@pytest.mark.parametrize("hazard", ["no_helmet", "no_vest", "zone_intrusion"])
+def test_a_box_that_does_not_show_one_worker_is_not_asked_about_yet(hazard: str) -> None:
+    """Two heads in the worker's box (workers one behind the other: the crop's centre falls
+    between them) or, for the helmet and vest questions, none (a legs-only box) is NotYet; one
+    head, or a count nobody made, is asked."""
+    worker = _Worker()
+    gate = WorkerVlmGate(worker)  # type: ignore[arg-type]
+    frame = np.zeros(SHAPE, dtype=np.uint8)
+
+    def ask(heads: int | None) -> object:
+        obs = HazardObservation(
+            hazard, "p1", 0.0, 0.0, (0.45, 0.3, 0.5, 0.6), (1.0, 2.0), 0.9,
+            size_deg=2.0, boundary_m=1.0, heads_in_box=heads,
+        )  # fmt: skip
+        return gate(obs, frame, PTZPose(0.0, 0.0, 4.0))
+
+    two = ask(2)
+    assert isinstance(two, NotYet) and "2 heads" in two.reason
+    none = ask(0)
+    if hazard == "zone_intrusion":  # the feet decide, and they show
+        assert not isinstance(none, NotYet)
+    else:
+        assert isinstance(none, NotYet) and "no head" in none.reason
+    for heads in (1, None):
+        assert not isinstance(ask(heads), NotYet)
+    assert len(worker.submitted) == 2 + (hazard == "zone_intrusion")

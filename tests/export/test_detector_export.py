@@ -35,7 +35,8 @@ def test_export_writes_onnx_and_manifest_with_parity(checkpoint: Path, tmp_path:
     assert manifest["schema"] == "sitehawk.detector/1"
     assert manifest["sha256"] == sha256_of(out)
     assert manifest["inputs"] == [{"name": "images", "shape": [1, 3, 320, 320], "dtype": "float32"}]
-    assert manifest["outputs"][0]["shape"] == [1, 10, 8400]
+    # the tiny recipe has the shipped layout: a person box group beside the shared one, DFL box
+    assert manifest["outputs"][0]["shape"] == [1, 10, 2 * 8400]
     assert manifest["classes"][:3] == ["person", "head_helmet", "head_bare"]
     assert manifest["parity"]["frames"] == 6 and manifest["parity"]["mismatched_frames"] == 0
     assert manifest["parity"]["max_abs_diff"] < 1e-3

@@ -158,7 +158,8 @@ def test_boxes_found_but_placed_loosely_score_at_iou_01_not_05() -> None:
     for name, row in m["per_class"].items():
         for bucket, n in row["num_gt_by_size"].items():
             if n:
-                assert row["ap10_by_size"][bucket] == pytest.approx(1.0), (name, bucket)
+                # (not exactly 1: in a crowd a shifted box can land on the neighbour instead)
+                assert row["ap10_by_size"][bucket] >= 0.9, (name, bucket)
                 assert row["ap50_by_size"][bucket] == pytest.approx(0.0), (name, bucket)
 
 
@@ -275,3 +276,66 @@ def test_a_worker_with_its_own_box_group_keeps_its_stride_4_locations() -> None:
     box_grad = model.heads[0].box.weight.grad
     assert box_grad is not None
     assert box_grad[:4].abs().sum() > 0 and box_grad[4:].abs().sum() > 0  # both groups learn
+
+
+def test_a_dfl_box_decodes_its_edge_distributions_and_learns_from_them() -> None:
+    """``box_bins``: each edge's distance is the expectation of a distribution over bins one
+    stride apart from -1 stride; a box with all its mass on one bin per edge decodes to those
+    distances, and the distribution focal loss is least at the target's two bins."""
+    import torch
+
+    from trainer.detect.loss import DetectionLoss, dfl, edge_targets
+    from trainer.detect.model import DetectorConfig, SiteDetector
+
+    with pytest.raises(ValueError, match="box_bins"):
+        DetectorConfig(box_bins=1)
+    cfg = DetectorConfig(widths=(8, 16, 16, 32, 32), neck=(16, 16, 16), box_bins=6)
+    model = SiteDetector(cfg)
+    raw = torch.full((1, 4 * 6, 2, 3), -30.0)
+    for edge, k in enumerate((1, 2, 3, 0)):  # left 0, top 1, right 2, bottom -1 strides
+        raw[0, edge * 6 + k] = 30.0
+    cx, cy, w, h = model.decode_level(raw, 8)[0, :, 4]  # location (row 1, col 1): centre (12, 12)
+    # x0 = 12, x1 = 12 + 16 = 28; y0 = 12 - 8 = 4, y1 = 12 - 8 = 4 → a sliver of 0.05 strides
+    assert (float(cx), float(w)) == pytest.approx((20.0, 16.0))
+    assert float(h) == pytest.approx(0.05 * 8)
+    # targets in bin units: a box (10, 4, 30, 20) around a location centred at (12, 12), stride 8
+    t = edge_targets(torch.tensor([[12.0, 12.0]]), torch.tensor([8.0]),
+                     torch.tensor([[10.0, 4.0, 30.0, 20.0]]), 6)  # fmt: skip
+    assert t[0].tolist() == pytest.approx([1.25, 2.0, 3.25, 2.0])
+    logits = torch.zeros(1, 4, 6, requires_grad=True)
+    loss = dfl(logits, t)
+    loss.backward()
+    assert logits.grad is not None
+    assert bool((logits.grad[0, 0, 1:3] < 0).all()) and bool((logits.grad[0, 0, 3:] > 0).all())
+    # the whole loss trains the box channels of every bin
+    det_loss = DetectionLoss(model.train())
+    targets = _worker_targets(
+        [49.5, 26.0, 52.5, 32.0], [50.4, 26.0, 51.6, 27.5], [49.6, 27.5, 52.4, 29.5]
+    )
+    total, parts = det_loss(torch.rand(1, 3, 64, 96), [targets])
+    assert parts["dfl"] > 0
+    total.backward()
+    grad = model.heads[0].box.weight.grad
+    assert grad is not None and bool((grad.abs().sum((1, 2, 3)) > 0).all())
+
+
+def test_boxes_sit_on_the_pixels_opencv_draws() -> None:
+    """The renderer's shapes are drawn by OpenCV (integer coordinates at pixel centres, edge
+    pixels filled); the annotations' ``DRAWN_GROWTH_PX`` puts a projected box on the drawn
+    pixels in COCO's convention (pixel k covers [k, k + 1)): over random sub-pixel positions
+    the drawn rectangles' centres and sizes match the grown boxes' on average."""
+    from edge.sim.raster import quad
+    from trainer.detect.dataset import DRAWN_GROWTH_PX
+
+    rng = np.random.default_rng(0)
+    errors = []
+    for _ in range(1000):
+        x0, y0 = rng.uniform(10, 50, 2)
+        w, h = rng.uniform(2, 12, 2)
+        img = np.zeros((80, 80), dtype=np.uint8)
+        quad(img, [(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)], 255)
+        ys, xs = np.nonzero(img)
+        x1, y1 = x0 + w + DRAWN_GROWTH_PX, y0 + h + DRAWN_GROWTH_PX  # the annotation
+        errors.append((xs.min() - x0, xs.max() + 1 - x1, ys.min() - y0, ys.max() + 1 - y1))
+    bias = np.mean(errors, axis=0)  # left, right, top, bottom edge
+    assert np.abs(bias).max() < 0.1, bias

@@ -63,12 +63,26 @@ def split_seeds(split: str) -> list[int]:
     return list(range(lo, hi + 1))
 
 
+#: How much further right and down OpenCV's drawing of a shape reaches than its projection, in
+#: COCO pixel coordinates (see :func:`annotate`).
+DRAWN_GROWTH_PX = 1.0
+
+
 def annotate(truth: FrameTruth) -> list[dict[str, Any]]:
-    """COCO-style annotations (without ids) of one frame's ground truth."""
+    """COCO-style annotations (without ids) of one frame's ground truth.
+
+    The renderer draws with OpenCV, which puts integer coordinates at pixel *centres* and fills
+    a shape's edge pixels too: a shape projected to ``[x0, x1]`` covers, on average, COCO's
+    ``[x0, x1 + 1]`` (pixel k covering ``[k, k + 1)``) — half a pixel to the right and one
+    pixel wider. The boxes grow by that pixel (:data:`DRAWN_GROWTH_PX`) so they sit on the
+    drawn pixels: a worker 16 px tall is 6 px wide, and under horizontal flips a half-pixel
+    shift is one no model can learn.
+    """
     out: list[dict[str, Any]] = []
     w, h = truth.width, truth.height
     for k in range(len(truth.boxes)):
         x0, y0, x1, y1 = (float(v) for v in truth.boxes[k])
+        x1, y1 = x1 + DRAWN_GROWTH_PX, y1 + DRAWN_GROWTH_PX
         cx0, cy0 = min(max(x0, 0.0), w), min(max(y0, 0.0), h)
         cx1, cy1 = min(max(x1, 0.0), w), min(max(y1, 0.0), h)
         bw, bh = cx1 - cx0, cy1 - cy0

@@ -17,7 +17,8 @@ classification loss instead of being taught "background".
 
 Loss: Quality Focal Loss on the class scores — a positive's target is the IoU of its predicted
 box with its ground truth, so the best-placed of several overlapping predictions scores highest
-and survives NMS — plus a GIoU box loss on the positives. Both are averaged over the positives.
+and survives NMS — plus a GIoU box loss on the positives, and for a DFL box (``box_bins``) the
+distribution focal loss on each edge's bins. All are averaged over the positives.
 (torchvision has the box ops but may not be installed beside this torch; these few lines are
 written here.)
 """
@@ -123,9 +124,11 @@ class DetectionLoss:
         box_weight: float = 2.0,
         beta: float = 2.0,
         level_scale: Mapping[str, float] | None = None,
+        dfl_weight: float = 0.5,
     ):
         self.model = model
         self.box_weight = box_weight
+        self.dfl_weight = dfl_weight
         self.beta = beta
         classes = model.cfg.classes
         scale = dict(DEFAULT_LEVEL_SCALE if level_scale is None else level_scale)
@@ -159,14 +162,17 @@ class DetectionLoss:
         target_cls = torch.zeros_like(pred_logit)
         ignored_cls = torch.zeros_like(pred_logit, dtype=torch.bool)
         box_loss = pred_logit.new_zeros(())
+        dfl_loss = pred_logit.new_zeros(())
         num_pos = 0
+        bins = self.model.cfg.box_bins
         # each box group is assigned on its own: its classes' boxes compete only with each other
         for g, members in enumerate(self.model.cfg.box_groups):
+            raw = [self.model.group_box(box, g) for box, _ in levels]
             pred_box = box_xyxy(
                 torch.cat(
                     [
-                        self.model.decode_level(box[:, 4 * g : 4 * g + 4], stride)
-                        for (box, _), stride in zip(levels, self.model.cfg.strides, strict=True)
+                        self.model.decode_level(r, stride)
+                        for r, stride in zip(raw, self.model.cfg.strides, strict=True)
                     ],
                     2,
                 ).transpose(1, 2)
@@ -189,20 +195,53 @@ class DetectionLoss:
             gt_cls = torch.cat([t.classes for t in subsets])[flat]
             iou, gio = giou(pred_box[bi, ni], gt_boxes)
             box_loss = box_loss + (1.0 - gio).sum()
+            if bins:
+                dist_logits = torch.cat([r.reshape(b, 4, bins, -1) for r in raw], 3)
+                dist_logits = dist_logits.permute(0, 3, 1, 2)[bi, ni]  # (P, 4, bins)
+                dfl_loss = dfl_loss + dfl(
+                    dist_logits, edge_targets(centres[ni], strides[ni], gt_boxes, bins)
+                )
             target_cls[bi, ni, gt_cls] = iou.detach().clamp(min=0.01)
         num_pos = max(num_pos, 1)
         box_loss = box_loss / num_pos
+        dfl_loss = dfl_loss / num_pos
         p = torch.sigmoid(pred_logit)
         qfl = F.binary_cross_entropy_with_logits(pred_logit, target_cls, reduction="none")
         qfl = qfl * (target_cls - p).abs().pow(self.beta)
         qfl = qfl[~ignored_cls].sum() / num_pos
-        total = qfl + self.box_weight * box_loss
-        return total, {
+        total = qfl + self.box_weight * box_loss + self.dfl_weight * dfl_loss
+        parts = {
             "loss": float(total.detach()),
             "cls": float(qfl.detach()),
             "box": float(box_loss.detach()),
             "pos": float(num_pos) / b,
         }
+        if bins:
+            parts["dfl"] = float(dfl_loss.detach())
+        return total, parts
+
+
+def edge_targets(
+    centres: torch.Tensor, strides: torch.Tensor, boxes: torch.Tensor, bins: int
+) -> torch.Tensor:
+    """Distances (P, 4) of the left, top, right and bottom edges of ``boxes`` from the
+    locations' ``centres``, in strides, as bin positions (bin k is k - 1 strides), clamped to
+    the bins' range."""
+    s = strides[:, None]
+    d = torch.cat([centres - boxes[:, :2], boxes[:, 2:] - centres], 1) / s
+    return (d + 1.0).clamp(0.0, bins - 1 - 1e-3)
+
+
+def dfl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Distribution focal loss (Li et al., GFL, 2020), summed over positives: cross-entropy
+    towards the two bins around each continuous target, weighted by nearness; averaged over
+    the four edges. ``logits`` (P, 4, bins), ``target`` (P, 4) in bin units."""
+    left = target.floor().long()
+    w_right = target - left
+    logp = F.log_softmax(logits, -1)
+    lo = logp.gather(-1, left[..., None]).squeeze(-1)
+    hi = logp.gather(-1, (left + 1).clamp(max=logits.shape[-1] - 1)[..., None]).squeeze(-1)
+    return -((1 - w_right) * lo + w_right * hi).mean(-1).sum()
 
 
 def _subset(t: Targets, keep: torch.Tensor) -> Targets:

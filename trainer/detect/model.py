@@ -16,6 +16,14 @@ location (the exported graph then has one row per location and group: N = 2 × 8
 scoring only its group's classes). A worker's vest and head lie at the centre of the worker's
 box; with one box per location they compete for the same locations, and a small worker either
 loses them or has to move to a coarser level where its 3-px-wide box is placed too loosely.
+
+*DFL box* (``box_bins`` = N ≥ 2, as YOLOv8 / GFL): instead of a centre offset and a log size, a
+location predicts for each of the box's four edges a distribution over N bins one stride apart
+(bin k: the edge k − 1 strides from the location's centre — a location may lie just outside a
+worker 2 px wide) and decodes the edge at the distribution's expectation. Trained with the
+distribution focal loss beside GIoU (:mod:`trainer.detect.loss`), it places edges between the
+bins, where a single regressed number had to be right to the sub-pixel. The decoding (softmax,
+weighted sum) is part of the graph: the exported output stays in YOLO format.
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ class DetectorConfig:
     classes: tuple[str, ...] = field(default=CLASSES)
     # classes with a box of their own at every location (a second box group); () = one group
     own_box_classes: tuple[str, ...] = ()
+    # 0: a box is a centre offset and a log size; N > 1: each edge's distance from the location
+    # is a distribution over N bins one stride apart, from -1 stride (DFL box, see the module)
+    box_bins: int = 0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.own_box_classes) - set(self.classes))
@@ -53,6 +64,13 @@ class DetectorConfig:
             )
         if set(self.own_box_classes) == set(self.classes):
             raise ValueError("own_box_classes: name some classes, not all of them")
+        if self.box_bins == 1 or self.box_bins < 0:
+            raise ValueError(f"box_bins: {self.box_bins}; 0 (offset + log size) or >= 2 bins")
+
+    @property
+    def box_channels(self) -> int:
+        """Raw box channels per box group."""
+        return 4 * max(self.box_bins, 1)
 
     @property
     def box_groups(self) -> list[list[int]]:
@@ -97,10 +115,17 @@ class ResBlock(nn.Module):
 class Head(nn.Module):
     """Per-level head: a 3×3 conv, then 1×1 to 4 box channels per box group + C class channels."""
 
-    def __init__(self, c: int, num_classes: int, prior_prob: float, num_groups: int = 1):
+    def __init__(
+        self,
+        c: int,
+        num_classes: int,
+        prior_prob: float,
+        num_groups: int = 1,
+        box_channels: int = 4,
+    ):
         super().__init__()
         self.conv = ConvBN(c, c, 3)
-        self.box = nn.Conv2d(c, 4 * num_groups, 1)
+        self.box = nn.Conv2d(c, box_channels * num_groups, 1)
         self.cls = nn.Conv2d(c, num_classes, 1)
         assert self.box.bias is not None and self.cls.bias is not None
         nn.init.zeros_(self.box.weight)
@@ -140,7 +165,8 @@ class SiteDetector(nn.Module):
         self.up = nn.Upsample(scale_factor=2.0, mode="nearest")
         groups = cfg.box_groups
         self.heads = nn.ModuleList(
-            Head(c, cfg.num_classes, cfg.prior_prob, len(groups)) for c in cfg.neck
+            Head(c, cfg.num_classes, cfg.prior_prob, len(groups), cfg.box_channels)
+            for c in cfg.neck
         )
         # (G, C, 1): which class scores each box group's rows carry
         masks = torch.zeros(len(groups), cfg.num_classes, 1)
@@ -161,11 +187,33 @@ class SiteDetector(nn.Module):
         p4 = self.fuse4(self.lat4(c4) + self.up(self.red8(p8)))
         return [head(p) for head, p in zip(self.heads, (p4, p8, p16), strict=True)]
 
+    def group_box(self, box: torch.Tensor, group: int) -> torch.Tensor:
+        """One box group's raw channels of a level's box map."""
+        n = self.cfg.box_channels
+        return box[:, n * group : n * (group + 1)]
+
+    def edge_distances(self, box: torch.Tensor) -> torch.Tensor:
+        """DFL box: raw (B, 4·bins, H, W) → expected distances (B, 4, H, W) of the left, top,
+        right and bottom edges from the location's centre, in strides (bin k is k - 1)."""
+        b, _, h, w = box.shape
+        bins = self.cfg.box_bins
+        prob = torch.softmax(box.reshape(b, 4, bins, h, w), dim=2)
+        proj = torch.arange(bins, dtype=box.dtype, device=box.device).view(1, 1, bins, 1, 1)
+        return (prob * (proj - 1.0)).sum(2)
+
     def decode_level(self, box: torch.Tensor, stride: int) -> torch.Tensor:
-        """Raw (B, 4, H, W) → (B, 4, H·W) cx, cy, w, h in input pixels."""
+        """One group's raw box map → (B, 4, H·W) cx, cy, w, h in input pixels."""
         b, _, h, w = box.shape
         ys = torch.arange(h, dtype=box.dtype, device=box.device).view(1, h, 1)
         xs = torch.arange(w, dtype=box.dtype, device=box.device).view(1, 1, w)
+        if self.cfg.box_bins:
+            d = self.edge_distances(box)
+            cx = (xs + 0.5 + (d[:, 2] - d[:, 0]) / 2) * stride
+            cy = (ys + 0.5 + (d[:, 3] - d[:, 1]) / 2) * stride
+            # edges may cross (both distances near -1): keep a sliver of a box
+            bw = (d[:, 0] + d[:, 2]).clamp(min=0.05) * stride
+            bh = (d[:, 1] + d[:, 3]).clamp(min=0.05) * stride
+            return torch.stack([cx, cy, bw, bh], 1).reshape(b, 4, h * w)
         cx = (xs + 0.5 + box[:, 0]) * stride
         cy = (ys + 0.5 + box[:, 1]) * stride
         m = self.cfg.max_log_size
@@ -182,9 +230,7 @@ class SiteDetector(nn.Module):
             for g in range(num_groups):
                 group_scores = scores if num_groups == 1 else scores * self.group_masks[g]
                 outs.append(
-                    torch.cat(
-                        [self.decode_level(box[:, 4 * g : 4 * g + 4], stride), group_scores], 1
-                    )
+                    torch.cat([self.decode_level(self.group_box(box, g), stride), group_scores], 1)
                 )
         return torch.cat(outs, 2)
 

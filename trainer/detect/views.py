@@ -11,8 +11,11 @@ every size bucket of the evaluation (box height in a 1280×720 frame: ``<16``, `
   site's ``no_helmet``/``no_vest`` events (25 %, at a random time inside the event: bare heads
   are rare on a site but matter most), a machine (15 %) or a fire while it burns (15 %); a
   kind the site lacks falls back to a random worker. The zoom makes the target a log-uniform
-  24–480 px tall (a machine 60–700 px, a fire 40–600 px), clamped to the camera's 1–30×, and
-  the view is offset from it by up to ±35 % of the field of view in each axis.
+  14–900 px tall (a machine 60–700 px, a fire 40–600 px), clamped to the camera's 1–30×, and
+  the view is offset from it by up to ±35 % of the field of view in each axis. (Workers up to
+  900 px: a head ≥ 64 px needs a worker ~500 px tall; down to 14 px: workers 16–32 px tall,
+  the hardest bucket to place, are a fifth of the worker views. ``sitehawk.views/1`` drew
+  24–480 px.)
 
 Each view is a pure function of ``(site seed, view index)``: a dataset or an evaluation can be
 regenerated, resumed or extended exactly. :data:`SAMPLER` documents the numbers (recorded in
@@ -39,7 +42,7 @@ class ViewSampler:
     wide_share: float = 0.25
     wide_zoom: tuple[float, float] = (1.0, 3.0)
     wide_tilt_jitter_deg: float = 5.0
-    worker_px: tuple[float, float] = (24.0, 480.0)
+    worker_px: tuple[float, float] = (14.0, 900.0)
     machine_px: tuple[float, float] = (60.0, 700.0)
     fire_px: tuple[float, float] = (40.0, 600.0)
     # worker, hazard worker, machine, fire
@@ -49,7 +52,7 @@ class ViewSampler:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description (recorded in datasets and eval results)."""
-        return {"name": "sitehawk.views/1", **asdict(self)}
+        return {"name": "sitehawk.views/2", **asdict(self)}
 
 
 SAMPLER = ViewSampler()

@@ -227,9 +227,14 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, required=True, metavar="OUT", help="write the scores here")
     p.add_argument(
         "--vlm-off-json", type=Path, metavar="OUT",
-        help="with --vlm on: also write the --vlm off scores of the same runs here (the VLM "
-        "never moves the camera, so the alert manager is replayed without it on each run's "
-        "recorded hazard observations: one run per seed for both figures)",
+        help="with --vlm on: also write the --vlm off scores here: each seed runs once more "
+        "without the VLM (with vlm.look the camera steers to hazards the VLM waits on); with "
+        "vlm.look false the alert manager is replayed without the gate on the run's recorded "
+        "hazard observations instead (one run per seed for both figures)",
+    )  # fmt: skip
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="run N seeds at a time in worker processes (default 1; the results are the same)",
     )  # fmt: skip
     p.set_defaults(handler=_cmd_eval)
 
@@ -268,6 +273,10 @@ def _add_tune_rules(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", type=Path, metavar="FILE", help="write every grid point's figures here"
     )
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="run N seeds at a time in worker processes (default 1; the results are the same)",
+    )  # fmt: skip
     p.set_defaults(handler=_cmd_tune_rules)
 
 

@@ -74,14 +74,17 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge.agent import AlertRecord
 from edge.alerts.schema import HAZARD_TYPES
 from edge.sim.scoring import GRACE_S, MARGIN_DEG, Score
 from firmware_config.cli_common import CommandError
 from firmware_config.device import DeviceConfig, HazardRules
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from edge.runner import PreparedRun
@@ -389,25 +392,78 @@ def run_seed(
         return SeedResult(seed, score, rig.camera.num_frames, wall_s, gate)
 
 
+def _seed_job(seed: int, the_plan: EvalPlan, opts: EvalOptions, paired: bool) -> list[SeedResult]:
+    """One seed's runs: ``[result]``, or with ``paired`` ``[with the VLM, without it]`` (see
+    :func:`evaluate_paired`). Top-level so that worker processes can run it."""
+    if not paired:
+        return [run_seed(seed, the_plan, opts)]
+    from edge.tune_rules import Recorder, without_vlm
+
+    # the VLM settings come from the plan, not the site: one seed's config tells for all
+    if seed_config(seed, the_plan, opts.duration_s, vlm=True).vlm.look:
+        return [run_seed(seed, the_plan, opts), run_seed(seed, the_plan, replace(opts, vlm=False))]
+    recorder = Recorder()
+    result = run_seed(seed, the_plan, opts, recorder.instrument)
+    return [result, without_vlm(recorder.recording(result))]
+
+
+def map_seeds(
+    job: Callable[[int], T],
+    seeds: Sequence[int],
+    jobs: int = 1,
+    on_seed_start: Callable[[int], None] | None = None,
+    on_seed_done: Callable[[T], None] | None = None,
+) -> list[T]:
+    """``job(seed)`` for every seed, in seed order; ``jobs`` > 1 runs that many seeds at a time
+    in worker processes (``job`` must then pickle: a top-level function or a ``partial`` of
+    one). Each seed's run is independent and deterministic: the results are the same either
+    way. With workers, ``on_seed_start`` is called once, for the first seed."""
+    if jobs <= 1 or len(seeds) == 1:
+        out = []
+        for seed in seeds:
+            if on_seed_start is not None:
+                on_seed_start(seed)
+            out.append(job(seed))
+            if on_seed_done is not None:
+                on_seed_done(out[-1])
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: the parent holds threads (the progress bar) that a fork would copy mid-flight
+    ctx = multiprocessing.get_context("spawn")
+    done: dict[int, T] = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
+        futures = {pool.submit(job, seed): seed for seed in seeds}
+        if on_seed_start is not None:
+            on_seed_start(seeds[0])
+        for future in as_completed(futures):
+            result = future.result()
+            done[futures[future]] = result
+            if on_seed_done is not None:
+                on_seed_done(result)
+    return [done[seed] for seed in seeds]
+
+
+def _first(callback: Callable[[SeedResult], None] | None) -> Callable[[list[SeedResult]], None]:
+    return lambda runs: None if callback is None else callback(runs[0])
+
+
 def evaluate(
     opts: EvalOptions,
     the_plan: EvalPlan | None = None,
     on_seed_start: Callable[[int], None] | None = None,
     on_seed_done: Callable[[SeedResult], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[EvalPlan, list[SeedResult]]:
-    """Check the options (and plan, unless given), then run and score every seed in order."""
+    """Check the options (and plan, unless given), then run and score every seed (``jobs`` at a
+    time); results in seed order."""
     check_options(opts)
     if the_plan is None:
         the_plan = plan(opts)
-    results = []
-    for seed in opts.seeds:
-        if on_seed_start is not None:
-            on_seed_start(seed)
-        result = run_seed(seed, the_plan, opts)
-        results.append(result)
-        if on_seed_done is not None:
-            on_seed_done(result)
-    return the_plan, results
+    job = partial(_seed_job, the_plan=the_plan, opts=opts, paired=False)
+    runs = map_seeds(job, opts.seeds, jobs, on_seed_start, _first(on_seed_done))
+    return the_plan, [r[0] for r in runs]
 
 
 def evaluate_paired(
@@ -415,6 +471,7 @@ def evaluate_paired(
     the_plan: EvalPlan | None = None,
     on_seed_start: Callable[[int], None] | None = None,
     on_seed_done: Callable[[SeedResult], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[EvalPlan, list[SeedResult], list[SeedResult]]:
     """``--vlm on`` and its ``--vlm off`` counterpart from the same runs: (plan, with the VLM,
     without it).
@@ -425,30 +482,14 @@ def evaluate_paired(
     steers to a hazard that waits for a judgeable view; the default) the runs differ, so each
     seed also runs once more without the VLM.
     """
-    from edge.tune_rules import Recorder, without_vlm
-
     check_options(opts)
     if not opts.vlm:
         raise EvalError("--vlm-off-json needs --vlm on")
     if the_plan is None:
         the_plan = plan(opts)
-    with_vlm, without = [], []
-    # the VLM settings come from the plan, not the site: one seed's config tells for all
-    looks = seed_config(opts.seeds[0], the_plan, opts.duration_s, vlm=True).vlm.look
-    for seed in opts.seeds:
-        if on_seed_start is not None:
-            on_seed_start(seed)
-        if looks:
-            result = run_seed(seed, the_plan, opts)
-            without.append(run_seed(seed, the_plan, replace(opts, vlm=False)))
-        else:
-            recorder = Recorder()
-            result = run_seed(seed, the_plan, opts, recorder.instrument)
-            without.append(without_vlm(recorder.recording(result)))
-        with_vlm.append(result)
-        if on_seed_done is not None:
-            on_seed_done(result)
-    return the_plan, with_vlm, without
+    job = partial(_seed_job, the_plan=the_plan, opts=opts, paired=True)
+    runs = map_seeds(job, opts.seeds, jobs, on_seed_start, _first(on_seed_done))
+    return the_plan, [r[0] for r in runs], [r[1] for r in runs]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,6 +662,9 @@ def command(args: argparse.Namespace) -> int:
             duration_s=args.duration,
         )
         check_options(opts)
+        jobs = int(getattr(args, "jobs", 1))
+        if jobs < 1:
+            raise EvalError(f"--jobs {jobs}: needs 1 or more")
         the_plan = plan(opts)
         off_out: Path | None = getattr(args, "vlm_off_json", None)
         if off_out is not None and not opts.vlm:
@@ -655,6 +699,7 @@ def command(args: argparse.Namespace) -> int:
                     the_plan,
                     on_seed_start=lambda seed: progress.update(task, description=f"seed {seed}"),
                     on_seed_done=lambda _: progress.advance(task),
+                    jobs=jobs,
                 )
             else:
                 the_plan, results, off_results = evaluate_paired(
@@ -662,6 +707,7 @@ def command(args: argparse.Namespace) -> int:
                     the_plan,
                     on_seed_start=lambda seed: progress.update(task, description=f"seed {seed}"),
                     on_seed_done=lambda _: progress.advance(task),
+                    jobs=jobs,
                 )
         except EvalError as exc:
             raise CommandError(str(exc)) from None

@@ -65,6 +65,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,7 @@ from edge.evaluate import (
     _figures,
     check_options,
     make_output_folders,
+    map_seeds,
     parse_seeds,
     plan,
     run_seed,
@@ -580,21 +582,25 @@ def run(
     on_seed_start: Callable[[int], None] | None = None,
     on_seed_done: Callable[[Recording], None] | None = None,
     on_type_done: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[EvalPlan, list[Recording], dict[str, TypeResult]]:
-    """Check, plan, record every seed (checking the replay on each), tune every type."""
+    """Check, plan, record every seed (checking the replay on each; ``jobs`` seeds at a time),
+    tune every type."""
     check_tune_options(opts)
     the_plan = plan(opts.eval_options())
     floor = floors(base_rules(the_plan), opts.grid_min_confidence)
-    recordings = []
-    for seed in opts.seeds:
-        if on_seed_start is not None:
-            on_seed_start(seed)
-        recording = record_seed(seed, the_plan, opts, floor)
-        check_replay(recording)
-        recordings.append(recording)
-        if on_seed_done is not None:
-            on_seed_done(recording)
+    job = partial(_record_checked, the_plan=the_plan, opts=opts, floor=floor)
+    recordings = map_seeds(job, opts.seeds, jobs, on_seed_start, on_seed_done)
     return the_plan, recordings, tune(recordings, opts, on_type_done)
+
+
+def _record_checked(
+    seed: int, the_plan: EvalPlan, opts: TuneOptions, floor: Mapping[str, float]
+) -> Recording:
+    """:func:`record_seed`, its replay checked (top-level: worker processes run it)."""
+    recording = record_seed(seed, the_plan, opts, floor)
+    check_replay(recording)
+    return recording
 
 
 def command(args: argparse.Namespace) -> int:
@@ -611,6 +617,9 @@ def command(args: argparse.Namespace) -> int:
             duration_s=args.duration,
         )
         check_tune_options(opts)
+        jobs = int(getattr(args, "jobs", 1))
+        if jobs < 1:
+            raise EvalError(f"--jobs {jobs}: needs 1 or more")
     except EvalError as exc:
         raise CommandError(str(exc)) from None
     out: Path = args.out
@@ -635,6 +644,7 @@ def command(args: argparse.Namespace) -> int:
                 on_type_done=lambda h: progress.update(
                     types_task, advance=1, description=f"grid {h}"
                 ),
+                jobs=jobs,
             )
         except EvalError as exc:
             raise CommandError(str(exc)) from None

@@ -118,6 +118,16 @@ def test_eval_writes_the_documented_json(
     assert "total" in printed.out and "1003" in printed.out  # the table
     assert "warning" not in printed.err  # held-out seeds
     assert not _private_state.exists()  # a temporary outbox per seed, never the device's
+    # --jobs 2: the seeds run side by side in worker processes, with the same results
+    out2 = tmp_path / "eval2.json"
+    assert main([*argv[:-1], str(out2), "--jobs", "2"]) == 0
+    data2 = json.loads(out2.read_text())
+
+    def same(d: dict) -> dict:
+        return {k: v for k, v in d.items() if k not in ("per_seed", "wall_s")}
+
+    assert same(data2) == same(data)
+    assert [same(r) for r in data2["per_seed"]] == [same(r) for r in data["per_seed"]]
 
 
 def test_eval_uses_the_configs_thresholds_and_warns_on_training_seeds(
@@ -203,6 +213,7 @@ def test_bad_options_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         (["--seeds", "1000", "--policy", "oracle"], "--policy oracle"),
         (["--seeds", "1000", "--policy", "learned"], "--policy learned"),
         (["--seeds", "1000", "--config", str(tmp_path / "none.yaml")], "none.yaml"),
+        (["--seeds", "1000", "--jobs", "0"], "--jobs"),
     ]:
         assert main(["eval", *argv, "--json", out]) == 2, argv
         assert word in capsys.readouterr().err, argv

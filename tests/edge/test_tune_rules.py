@@ -175,6 +175,15 @@ def test_tune_rules_command_writes_a_config_and_json(tmp_path: Path) -> None:
         data["grid"]["min_confidence"][0] == 0.3 and len(data["per_type"]["no_vest"]["grid"]) == 42
     )
     assert data["thresholds"]["no_helmet"]["min_confidence"] == 0.6
+    # two seeds in worker processes (recordings travel back): what one process gets
+    for jobs in ("1", "2"):
+        out_j, json_j = tmp_path / f"j{jobs}.yaml", tmp_path / f"j{jobs}.json"
+        argv = ["tune-rules", "--seeds", "3-4", "--duration", "2", "--jobs", jobs,
+                "--out", str(out_j), "--json", str(json_j)]  # fmt: skip
+        assert main(argv) == 0
+    j1, j2 = (json.loads((tmp_path / f"j{j}.json").read_text()) for j in (1, 2))
+    assert j1["seeds"] == j2["seeds"] == [3, 4] and j2["replay_check"] == "exact"
+    assert j1["per_type"] == j2["per_type"]
     out2 = tmp_path / "eval.json"
     assert main(["eval", "--seeds", "1000", "--duration", "1", "--config", str(out),
                  "--json", str(out2)]) == 0  # fmt: skip

@@ -333,3 +333,35 @@ def test_worker_behind_a_building_is_occluded_and_not_resolvable() -> None:
     assert view.in_view and view.resolvable
     front = (truth.owner == 1) & np.isin(truth.classes, (CLS_PERSON, CLS_HEAD_BARE))
     assert front.sum() == 2 and not truth.occluded[front].any()
+
+
+def test_zones_are_painted_with_a_hatched_band_on_their_inside(sites: list[Site]) -> None:
+    """A stretch of a zone's line shows which side the zone is: the ground just inside every
+    edge carries the yellow hatching, the ground just outside does not."""
+    from edge.sim.render import TEXTURE_RES_M, ZONE_BAND_M
+
+    site = sites[0]
+    renderer = Renderer(site)
+    tex = renderer.tex_levels[0].astype(np.float64)
+    r = TEXTURE_RES_M
+
+    def yellowness(points: np.ndarray) -> float:
+        cols = ((points[:, 0] - renderer.tex_x0) / r).astype(int)
+        rows = ((renderer.tex_y1 - points[:, 1]) / r).astype(int)
+        bgr = tex[rows, cols]
+        return float(np.mean(bgr[:, 1] - bgr[:, 0]))  # green minus blue: yellow paint
+
+    gaps = []
+    for zone in site.zones:
+        centre = zone.mean(axis=0)
+        for a, b in zip(zone, np.roll(zone, -1, axis=0), strict=True):
+            edge = b - a
+            normal = np.array([-edge[1], edge[0]]) / np.linalg.norm(edge)
+            if np.dot(centre - (a + b) / 2, normal) < 0:
+                normal = -normal  # pointing into the zone (zones are convex)
+            along = a + np.outer(np.linspace(0.2, 0.8, 40), edge)
+            depths = np.linspace(0.4, ZONE_BAND_M - 0.2, 5)
+            inside = np.concatenate([along + d * normal for d in depths])
+            outside = np.concatenate([along - d * normal for d in depths])
+            gaps.append(yellowness(inside) - yellowness(outside))
+    assert len(gaps) >= 3 and float(np.median(gaps)) > 30.0, gaps  # none: ~0

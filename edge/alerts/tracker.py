@@ -123,10 +123,9 @@ class Track:
     in_view: bool = True  # in the latest frame and big enough to be detected there
     helmet: AttributeEvidence = field(default_factory=AttributeEvidence)
     vest: AttributeEvidence = field(default_factory=AttributeEvidence)
-    # person: head detections whose centre lies inside the box (or just above it, as a head may
-    # stick out) in the latest frame it was seen
-    # (1 for one visible worker; 0 for a box whose upper body is hidden, 2+ for a box that
-    # spans workers standing one behind the other)
+    # person: head detections whose centre lies in the box (or just above it: a head may stick
+    # out) in the latest frame it was seen — 1 for one visible worker, 0 for a box whose upper
+    # body is hidden, 2+ for a box spanning workers who stand one behind the other
     heads_in_box: int | None = None
     smoke_evidence: float = 0.0  # fire: decayed score sum at verifying resolution
     moving: bool = False  # machine: box changing beyond jitter

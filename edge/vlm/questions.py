@@ -12,18 +12,19 @@ import re
 from dataclasses import dataclass
 
 #: Version of the question set; a model is trained for one version (its manifest says which).
-QUESTION_SET_VERSION = "sitehawk.vqa/2"
+QUESTION_SET_VERSION = "sitehawk.vqa/3"
 #: The ``zone`` view: a square crop centred on the suspected intruder, this many of their
-#: heights wide — enough to show the painted zone boundary around them at the model's 96 px
-#: (the person is ~16 px tall). The trainer renders the view so; the gate cuts it so.
-#: (vqa/1 asked about a whole zone seen obliquely: intruders a few pixels tall, at chance.)
-ZONE_VIEW_PERSON_HEIGHTS = 6.0
+#: heights wide — enough to show the painted zone boundary near them at the model's 96 px (the
+#: person is ~24 px tall). The trainer renders the view so; the gate cuts it so. (vqa/1 asked
+#: about a whole zone seen obliquely: intruders a few pixels tall, at chance; vqa/2 cut 6
+#: heights, the person ~16 px tall among others, and asked about workers up to 10 m away.)
+ZONE_VIEW_PERSON_HEIGHTS = 4.0
 #: The zone question is about workers this close to a zone's boundary (inside or out): only then
 #: does the zone view show the painted line, and only there can the ground position's error
 #: make an intrusion out of a worker who stands outside. A worker deeper inside is inside
 #: whatever the error: the gate does not ask (the alert goes out with ``vlm: null``), and the
 #: trainer renders no such view (a view with no line in it does not show the answer).
-ZONE_ASK_MAX_BOUNDARY_M = 4.0
+ZONE_ASK_MAX_BOUNDARY_M = 2.5
 
 
 @dataclass(frozen=True)

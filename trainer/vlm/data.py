@@ -521,9 +521,11 @@ def _gen_zone_worker(general: bool) -> Generator:
 
     The view is the one the agent's gate cuts around a suspected intruder (:func:`_zone_crop`).
     "yes": a worker during a zone-intrusion event (inside a working machine's zone). "no": the
-    same workers walking in or out just outside the line, or any worker within 10 m of an
-    active zone (the near misses a ground-position error turns into an alert); the general split
-    (``general``: painted lines, active or not) adds workers anywhere on the site.
+    same workers walking in or out just outside the line, or any worker near an active zone (the
+    near misses a ground-position error turns into an alert). The hazard split keeps to the
+    question's domain, workers within ``ZONE_ASK_MAX_BOUNDARY_M`` of a boundary on either side;
+    the general split (``general``: painted lines, active or not) adds workers anywhere on the
+    site.
     """
 
     def gen(ctx: _Ctx, target: str | None) -> Rendered | None:
@@ -552,12 +554,14 @@ def _gen_zone_worker(general: bool) -> Generator:
             wi = int(ctx.rng.integers(site.num_workers))
             if not general or mode < 0.9:
                 inside, dist = _zone_state(site, t, wi, active_only=not general)
-                if inside or dist > 10.0:
+                if inside or dist > ZONE_ASK_MAX_BOUNDARY_M:
                     return None
         inside, dist = _zone_state(site, t, wi, active_only=not general)
         if dist < 0:  # inside an idle machine's zone: not an intrusion, but looks like one
             return None
-        if inside and dist > ZONE_ASK_MAX_BOUNDARY_M:  # the line is out of view: not asked
+        # the question's domain (edge.vlm.questions): workers near a boundary, inside or out;
+        # deeper inside, the line is out of view and the gate does not ask
+        if (inside or not general) and dist > ZONE_ASK_MAX_BOUNDARY_M:
             return None
         answer = "yes" if inside else "no"
         if target is not None and answer != target:

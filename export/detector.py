@@ -32,7 +32,7 @@ from edge.perception.manifest import DETECTOR_SCHEMA, DetectorManifest
 from edge.perception.postprocess import DecodeConfig
 from firmware_config.manifest import manifest_path, sha256_of, write_manifest_file
 from trainer.detect.infer import TorchDetector, load_checkpoint_model
-from trainer.detect.model import SiteDetector, count_flops, count_params
+from trainer.detect.model import DetectorConfig, SiteDetector, count_flops, count_params
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
@@ -160,16 +160,20 @@ def check_parity(
     return ParityResult(len(frames), max_diff, total, bad)
 
 
-def _output_convs(path: Path, num_classes: int) -> list[str]:
-    """Names of the Conv nodes whose weights have 4 or ``num_classes`` output channels."""
+def _output_convs(path: Path, cfg: DetectorConfig) -> list[str]:
+    """Names of the Conv nodes that make the outputs: the heads' box convs (4 channels per box
+    group, or 4 × bins for a DFL box), their class convs, and the DFL box's expectation."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     shapes = {t.name: list(t.dims) for t in graph.initializer}
+    channels = {cfg.box_channels * len(cfg.box_groups), cfg.num_classes}
+    if cfg.box_bins:
+        channels.add(2)  # edge_distances: numerator and denominator
     return [
         n.name
         for n in graph.node
-        if n.op_type == "Conv" and shapes.get(n.input[1], [0])[0] in (4, num_classes)
+        if n.op_type == "Conv" and shapes.get(n.input[1], [0])[0] in channels
     ]
 
 
@@ -203,10 +207,13 @@ def quantize_int8(
             return None if x is None else {INPUT_NAME: x}
 
     pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
-    # The heads' last 1×1 convolutions (4 box channels, one per class) stay fp32: their outputs
-    # become pixel coordinates and scores, where 8-bit steps would move a 4-px box by a pixel.
-    excluded = _output_convs(pre, model.cfg.num_classes)
+    # ONNX's own shape inference and graph optimisation only: onnxruntime's symbolic shape
+    # inference fails on the DFL box's ReduceMax (opset 18, axes as an input)
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    # The heads' last 1×1 convolutions (box channels, one per class) and the DFL box's
+    # expectation stay fp32: their outputs become pixel coordinates and scores, where 8-bit
+    # steps would move a 4-px box by a pixel.
+    excluded = _output_convs(pre, model.cfg)
     try:
         quantize_static(
             str(pre),

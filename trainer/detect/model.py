@@ -174,6 +174,11 @@ class SiteDetector(nn.Module):
             masks[g, members] = 1.0
         self.group_masks: torch.Tensor
         self.register_buffer("group_masks", masks, persistent=False)
+        # DFL box: the 1×1 convolution's weights of edge_distances (a constant of the graph)
+        bins = max(cfg.box_bins, 1)
+        dfl = torch.stack([torch.arange(bins, dtype=torch.float32) - 1.0, torch.ones(bins)])
+        self.dfl_weight: torch.Tensor
+        self.register_buffer("dfl_weight", dfl.view(2, bins, 1, 1), persistent=False)
 
     def levels(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw (box, cls) maps per level (strides 4, 8, 16)."""
@@ -194,12 +199,18 @@ class SiteDetector(nn.Module):
 
     def edge_distances(self, box: torch.Tensor) -> torch.Tensor:
         """DFL box: raw (B, 4·bins, H, W) → expected distances (B, 4, H, W) of the left, top,
-        right and bottom edges from the location's centre, in strides (bin k is k - 1)."""
+        right and bottom edges from the location's centre, in strides (bin k is k - 1).
+
+        The softmax's expectation written as exp, a channel max and one 1×1 convolution
+        (numerator Σ e_k (k − 1) and denominator Σ e_k): ONNX Runtime runs a ``Softmax`` over a
+        non-last axis through transposes, 10 ms of a 13 ms forward pass here; this is exact
+        and costs ~0.3 ms."""
         b, _, h, w = box.shape
         bins = self.cfg.box_bins
-        prob = torch.softmax(box.reshape(b, 4, bins, h, w), dim=2)
-        proj = torch.arange(bins, dtype=box.dtype, device=box.device).view(1, 1, bins, 1, 1)
-        return (prob * (proj - 1.0)).sum(2)
+        x = box.reshape(b * 4, bins, h, w)
+        e = torch.exp(x - x.amax(1, keepdim=True))
+        num_den = torch.nn.functional.conv2d(e, self.dfl_weight.to(box.dtype))
+        return (num_den[:, 0] / num_den[:, 1]).reshape(b, 4, h, w)
 
     def decode_level(self, box: torch.Tensor, stride: int) -> torch.Tensor:
         """One group's raw box map → (B, 4, H·W) cx, cy, w, h in input pixels."""

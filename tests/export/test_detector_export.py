@@ -97,4 +97,4 @@ def test_int8_export_runs_in_the_edge_backend(checkpoint: Path, tmp_path: Path) 
     assert det.manifest.quantization is not None
     assert det.manifest.quantization["format"] == "QDQ"
     out_q, _ = det.raw(np.zeros((720, 1280, 3), dtype=np.uint8))
-    assert out_q.shape == (1, 10, 8400)
+    assert out_q.shape == (1, 10, 2 * 8400)  # the tiny recipe: two box groups

@@ -392,15 +392,17 @@ def run_seed(
         return SeedResult(seed, score, rig.camera.num_frames, wall_s, gate)
 
 
-def _seed_job(seed: int, the_plan: EvalPlan, opts: EvalOptions, paired: bool) -> list[SeedResult]:
-    """One seed's runs: ``[result]``, or with ``paired`` ``[with the VLM, without it]`` (see
+def _seed_job(
+    seed: int, the_plan: EvalPlan, opts: EvalOptions, paired: bool, looks: bool = False
+) -> list[SeedResult]:
+    """One seed's runs: ``[result]``, or with ``paired`` ``[with the VLM, without it]`` — the
+    latter a second run when the VLM's ``looks`` steer the camera, else a replay (see
     :func:`evaluate_paired`). Top-level so that worker processes can run it."""
     if not paired:
         return [run_seed(seed, the_plan, opts)]
     from edge.tune_rules import Recorder, without_vlm
 
-    # the VLM settings come from the plan, not the site: one seed's config tells for all
-    if seed_config(seed, the_plan, opts.duration_s, vlm=True).vlm.look:
+    if looks:
         return [run_seed(seed, the_plan, opts), run_seed(seed, the_plan, replace(opts, vlm=False))]
     recorder = Recorder()
     result = run_seed(seed, the_plan, opts, recorder.instrument)
@@ -487,7 +489,9 @@ def evaluate_paired(
         raise EvalError("--vlm-off-json needs --vlm on")
     if the_plan is None:
         the_plan = plan(opts)
-    job = partial(_seed_job, the_plan=the_plan, opts=opts, paired=True)
+    # the VLM settings come from the plan, not the site: one seed's config tells for all
+    looks = seed_config(opts.seeds[0], the_plan, opts.duration_s, vlm=True).vlm.look
+    job = partial(_seed_job, the_plan=the_plan, opts=opts, paired=True, looks=looks)
     runs = map_seeds(job, opts.seeds, jobs, on_seed_start, _first(on_seed_done))
     return the_plan, [r[0] for r in runs], [r[1] for r in runs]
 

@@ -192,6 +192,14 @@ def _add_scored_perception(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_jobs(p: argparse.ArgumentParser) -> None:
+    """``--jobs`` of the commands that run one agent per seed (eval, tune-rules)."""
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="run N seeds at a time in worker processes (default 1; the results are the same)",
+    )  # fmt: skip
+
+
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "eval",
@@ -232,10 +240,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         "vlm.look false the alert manager is replayed without the gate on the run's recorded "
         "hazard observations instead (one run per seed for both figures)",
     )  # fmt: skip
-    p.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
-        help="run N seeds at a time in worker processes (default 1; the results are the same)",
-    )  # fmt: skip
+    _add_jobs(p)
     p.set_defaults(handler=_cmd_eval)
 
 
@@ -273,10 +278,7 @@ def _add_tune_rules(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json", type=Path, metavar="FILE", help="write every grid point's figures here"
     )
-    p.add_argument(
-        "--jobs", type=int, default=1, metavar="N",
-        help="run N seeds at a time in worker processes (default 1; the results are the same)",
-    )  # fmt: skip
+    _add_jobs(p)
     p.set_defaults(handler=_cmd_tune_rules)
 
 

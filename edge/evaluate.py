@@ -199,6 +199,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def jobs_option(args: argparse.Namespace) -> int:
+    """``--jobs`` of eval and tune-rules, checked."""
+    if args.jobs < 1:
+        raise EvalError(f"--jobs {args.jobs}: needs 1 or more")
+    return int(args.jobs)
+
+
 def check_options(opts: EvalOptions) -> None:
     """Refuse what this build cannot evaluate, with the option named (before any work)."""
     if opts.perception not in PERCEPTIONS:
@@ -666,9 +673,7 @@ def command(args: argparse.Namespace) -> int:
             duration_s=args.duration,
         )
         check_options(opts)
-        jobs = int(getattr(args, "jobs", 1))
-        if jobs < 1:
-            raise EvalError(f"--jobs {jobs}: needs 1 or more")
+        jobs = jobs_option(args)
         the_plan = plan(opts)
         off_out: Path | None = getattr(args, "vlm_off_json", None)
         if off_out is not None and not opts.vlm:

@@ -81,6 +81,7 @@ from edge.evaluate import (
     SeedResult,
     _figures,
     check_options,
+    jobs_option,
     make_output_folders,
     map_seeds,
     parse_seeds,
@@ -617,9 +618,7 @@ def command(args: argparse.Namespace) -> int:
             duration_s=args.duration,
         )
         check_tune_options(opts)
-        jobs = int(getattr(args, "jobs", 1))
-        if jobs < 1:
-            raise EvalError(f"--jobs {jobs}: needs 1 or more")
+        jobs = jobs_option(args)
     except EvalError as exc:
         raise CommandError(str(exc)) from None
     out: Path = args.out

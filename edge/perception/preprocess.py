@@ -52,12 +52,20 @@ class Letterbox:
         return out
 
 
+def _pyramid(w: int, h: int, width: int, height: int) -> tuple[int, int, int]:
+    """How :func:`shrink` brings a ``w``×``h`` image to ``width``×``height``: the number of
+    ``cv2.pyrDown`` halvings (while it is at least twice too big) and the size they leave."""
+    levels = 0
+    while w >= 2 * width and h >= 2 * height:
+        w, h, levels = (w + 1) // 2, (h + 1) // 2, levels + 1  # pyrDown's output size
+    return levels, w, h
+
+
 def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """``image`` resized to ``width``×``height``, anti-aliased when it shrinks a lot."""
-    h, w = image.shape[:2]
-    while w >= 2 * width and h >= 2 * height:
+    levels, w, h = _pyramid(image.shape[1], image.shape[0], width, height)
+    for _ in range(levels):
         image = cv2.pyrDown(image)
-        h, w = image.shape[:2]
     if (w, h) == (width, height):
         return image
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -66,15 +74,12 @@ def shrink(image: np.ndarray, width: int, height: int) -> np.ndarray:
 def shrink_offset(width: int, height: int, new_w: int, new_h: int) -> tuple[float, float]:
     """Where :func:`shrink` puts the picture, in output pixels: content at frame ``x`` lands at
     ``x * new_w / width + offset_x`` (likewise in y)."""
-    w, h = width, height
-    ox = oy = 0.0
-    while w >= 2 * new_w and h >= 2 * new_h:
-        # pyrDown: output pixel i is centred on input pixel 2i (centre 2i + 0.5), i.e. at
-        # output coordinate (x + 0.5) / 2 for input coordinate x
-        ox, oy = (ox + 0.5) / 2, (oy + 0.5) / 2
-        w, h = (w + 1) // 2, (h + 1) // 2
-    # the bilinear resize after it maps pixel centres onto pixel centres: a plain scaling
-    return ox * new_w / w, oy * new_h / h
+    levels, w, h = _pyramid(width, height, new_w, new_h)
+    # pyrDown centres output pixel i on input pixel 2i (centre 2i + 0.5): input coordinate x
+    # lands at (x + 0.5) / 2, so n halvings shift by 0.25 + 0.125 + … = 0.5 (1 - 2^-n); the
+    # bilinear resize after them maps pixel centres onto pixel centres, a plain scaling
+    shift = 0.5 * (1.0 - 0.5**levels)
+    return shift * new_w / w, shift * new_h / h
 
 
 def fit_size(frame_w: int, frame_h: int, input_w: int, input_h: int) -> tuple[int, int, float]:

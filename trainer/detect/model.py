@@ -22,8 +22,9 @@ location predicts for each of the box's four edges a distribution over N bins on
 (bin k: the edge k − 1 strides from the location's centre — a location may lie just outside a
 worker 2 px wide) and decodes the edge at the distribution's expectation. Trained with the
 distribution focal loss beside GIoU (:mod:`trainer.detect.loss`), it places edges between the
-bins, where a single regressed number had to be right to the sub-pixel. The decoding (softmax,
-weighted sum) is part of the graph: the exported output stays in YOLO format.
+bins, where a single regressed number had to be right to the sub-pixel. The decoding (the
+softmax's expectation, :meth:`SiteDetector.edge_distances`) is part of the graph: the exported
+output stays in YOLO format.
 """
 
 from __future__ import annotations
@@ -203,8 +204,8 @@ class SiteDetector(nn.Module):
 
         The softmax's expectation written as exp, a channel max and one 1×1 convolution
         (numerator Σ e_k (k − 1) and denominator Σ e_k): ONNX Runtime runs a ``Softmax`` over a
-        non-last axis through transposes, 10 ms of a 13 ms forward pass here; this is exact
-        and costs ~0.3 ms."""
+        non-last axis through transposes, 10 of the model's 13.5 ms here; written so, the same
+        model runs in 5.1 ms (the difference to the softmax is < 2e-6)."""
         b, _, h, w = box.shape
         bins = self.cfg.box_bins
         x = box.reshape(b * 4, bins, h, w)

@@ -15,9 +15,12 @@ rules produced and decides, per hazard *event*:
   :class:`NotYet` — this frame shows nothing it can judge (the camera's motion smears it, the
   object is cut by the frame's edge or too small): the event stays ``pending`` and the gate is
   asked again on each later frame that observes it, for up to ``vlm_max_wait_s``; after that,
-  or once it is out of view (unseen for :data:`WAIT_UNSEEN_S`) before the gate could ask, the
-  alert goes out unasked (``vlm: null``, evidence from its last sighting): waiting never drops
-  an event. :meth:`AlertManager.look_target` tells the camera loop which waiting event to
+  or once it is out of view (unseen for :data:`WAIT_UNSEEN_S`, its place outside the frame)
+  before the gate could ask, the alert goes out unasked (``vlm: null``, evidence from its last
+  sighting): the VLM's absence never drops an event. An event unseen while its place is in a
+  sharp frame (the camera looks right at it and the detector no longer finds the hazard) is
+  not out of view: it is a pending event the detections stopped supporting, forgotten after
+  ``max_gap_s`` like any other unless it is seen again. :meth:`AlertManager.look_target` tells the camera loop which waiting event to
   steer to (the agent's ``vlm.look``); that one is kept while unseen (the turn smears it) until
   its wait is over.
   The manager estimates each frame's motion blur from the poses of consecutive frames (pan/tilt
@@ -84,7 +87,7 @@ from edge.alerts.schema import (
 from edge.alerts.snapshot import render_snapshot
 from edge.alerts.state import StateStore
 from edge.alerts.tracker import angular_distance_deg
-from edge.geometry import PTZPose, fov_h_deg, wrap_deg
+from edge.geometry import CameraView, PTZPose, direction, fov_h_deg, wrap_deg
 from edge.matching import greedy_pairs
 
 log = logging.getLogger(__name__)
@@ -126,10 +129,16 @@ VlmGate = Callable[
 DEFAULT_EXPOSURE_S = 1.0 / 60.0
 #: How long a ripe event waits for a view the VLM can judge before it goes out unasked.
 DEFAULT_VLM_MAX_WAIT_S = 3.0
-#: A waiting event unseen this long has left the view (or the detector lost it): it goes out
-#: unasked at once, located where it was last seen — waiting the pending events' ``max_gap_s``
-#: would put a walking worker metres from the alert's location.
+#: A waiting event unseen this long, its place outside the frame, has left the view: it goes
+#: out unasked at once, located where it was last seen — waiting the pending events'
+#: ``max_gap_s`` would put a walking worker metres from the alert's location.
 WAIT_UNSEEN_S = 0.25
+#: An unseen event's place counts as in view (the detector would see the hazard there) when it
+#: lies this share of the frame's width and height inside its edges, on a frame whose motion
+#: blur estimate is at most :data:`IN_VIEW_MAX_BLUR_PX` (a turning camera's smeared frame is
+#: no evidence that the hazard is gone).
+IN_VIEW_MARGIN = 0.05
+IN_VIEW_MAX_BLUR_PX = 8.0
 
 EventStatus = Literal["pending", "verifying", "raised", "suppressed"]
 
@@ -199,6 +208,9 @@ class _Event:
     waiting_since: float | None = None
     waiting_view: tuple[HazardObservation, np.ndarray] | None = None
     waiting_reason: str = ""
+    #: a waiting event that went unseen while its place was in a sharp view: the detections
+    #: stopped supporting it, so it is not raised unasked when it later leaves the view
+    unseen_in_view: bool = False
 
     def to_state(self) -> dict[str, Any]:
         """JSON for the state store (times only as wall clock: the timing clock restarts)."""
@@ -322,7 +334,8 @@ class AlertManager:
         self.exposure_s = exposure_s
         #: ``waited``: events the gate made wait for a judgeable view at least once;
         #: ``unasked_after_wait`` / ``unasked_out_of_view``: those raised unasked when
-        #: ``vlm_max_wait_s`` ran out / when they left the view first
+        #: ``vlm_max_wait_s`` ran out / when they left the view first; ``vanished_in_view``:
+        #: those forgotten because the detector stopped finding them in a sharp view
         self.vlm_counts: Counter[str] = Counter()
         self._prev_pose: tuple[float, PTZPose] | None = None
         self._look_at: int | None = None  # id() of the event the camera was last sent to
@@ -404,7 +417,8 @@ class AlertManager:
         blur_px = self._motion_blur_px(now, pose, frame.shape[1])
         matches = self._match(list(latest.values()), now)
         observed = {id(ev) for ev, _ in matches if ev is not None}
-        emitted, changed = self._expire(observed, now, wall)
+        in_view = self._in_view_test(pose, frame.shape, blur_px)
+        emitted, changed = self._expire(observed, now, wall, in_view)
         raised, changed_now, touched_raised = self._observe(
             matches, now, wall, frame, pose, blur_px
         )
@@ -430,6 +444,25 @@ class AlertManager:
         speed_dps = turned_deg / dt
         px_per_deg = width_px / fov_h_deg(max(pose.zoom, 1e-6), self.fov_h_1x_deg)
         return speed_dps * self.exposure_s * px_per_deg
+
+    def _in_view_test(
+        self, pose: PTZPose, shape: tuple[int, ...], blur_px: float
+    ) -> Callable[[AlertLocation], bool]:
+        """Whether a place (pan/tilt) lies well inside this frame, on a sharp frame (see
+        :data:`IN_VIEW_MARGIN`); always False on a blurred one."""
+        if blur_px > IN_VIEW_MAX_BLUR_PX:
+            return lambda location: False
+        height, width = int(shape[0]), int(shape[1])
+        view = CameraView((0.0, 0.0, 0.0), 0.0, pose, width, height, self.fov_h_1x_deg)
+
+        def test(location: AlertLocation) -> bool:
+            ray = direction(location["pan_deg"], location["tilt_deg"])
+            uv, depth = view.project(ray)
+            u, v = float(uv[0]) / width, float(uv[1]) / height
+            lo, hi = IN_VIEW_MARGIN, 1.0 - IN_VIEW_MARGIN
+            return float(depth) > 0 and lo <= u <= hi and lo <= v <= hi
+
+        return test
 
     def _match(
         self, observations: list[HazardObservation], now: float
@@ -474,8 +507,16 @@ class AlertManager:
         out.extend((None, obs) for i, obs in enumerate(rest) if i not in used_obs)
         return out
 
-    def _expire(self, observed: set[int], now: float, wall: str) -> tuple[list[Emitted], bool]:
-        """Clear raised events unseen for their cool-down; forget stale candidates."""
+    def _expire(
+        self,
+        observed: set[int],
+        now: float,
+        wall: str,
+        in_view: Callable[[AlertLocation], bool],
+    ) -> tuple[list[Emitted], bool]:
+        """Clear raised events unseen for their cool-down; forget stale candidates; raise
+        unasked the waiting events that left the view (``in_view``: whether a place is in this
+        frame, sharp)."""
         emitted: list[Emitted] = []
         for ev in list(self._events):
             if id(ev) in observed:
@@ -489,9 +530,15 @@ class AlertManager:
                 and now - (ev.waiting_since or now) < self.vlm_max_wait_s
             ):
                 continue  # the camera is on its way: keep waiting for a view (see look_target)
-            if ev.status == "pending" and ev.waiting_view is not None and unseen_s > WAIT_UNSEEN_S:
+            waiting = ev.status == "pending" and ev.waiting_view is not None
+            if waiting and unseen_s > WAIT_UNSEEN_S and in_view(ev.location):
+                # the camera sees its place, sharp, and the detector no longer finds the hazard:
+                # a pending event its detections stopped supporting (forgotten after max_gap_s)
+                ev.unseen_in_view = True
+            elif waiting and unseen_s > WAIT_UNSEEN_S and not ev.unseen_in_view:
                 # ripe, but out of view before the VLM could judge it: it goes out unasked (the
                 # gate suppresses only on a confident contradiction), from its last sighting
+                assert ev.waiting_view is not None
                 obs, frame = ev.waiting_view
                 ev.waiting_view = None
                 self.vlm_counts["unasked_out_of_view"] += 1
@@ -506,6 +553,9 @@ class AlertManager:
                 ev.status == "suppressed" and unseen_s >= rule.cooldown_s
             )
             if forget:
+                if ev.unseen_in_view:
+                    self.vlm_counts["vanished_in_view"] += 1
+                    log.info("%s %s: forgotten, no longer detected in view", ev.hazard, ev.key)
                 self._events.remove(ev)
             elif ev.status == "raised" and unseen_s >= rule.cooldown_s:
                 self._events.remove(ev)
@@ -558,6 +608,7 @@ class AlertManager:
                     changed = changed or ev.status == "raised"
                 ev.restored = False
             ev.last_seen_t, ev.last_seen_wall = now, wall
+            ev.unseen_in_view = False
             ev.location, ev.size_deg, ev.confidence = location, obs.size_deg, obs.confidence
             touched_raised = touched_raised or ev.status == "raised"
             if ev.status != "pending" or now - ev.first_seen_t < rule.dwell_s:

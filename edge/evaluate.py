@@ -57,7 +57,8 @@ The JSON written to ``--json`` has exactly these keys (:data:`SUMMARY_KEYS`):
   ``timeout``, ``unavailable``, ``not_yet`` — frames whose view it could not judge) and the
   alert manager's (``waited`` — events that waited for a judgeable view, ``unasked_after_wait``
   / ``unasked_out_of_view`` — raised unasked when the wait ran out / the object left the view
-  first).
+  first, ``vanished_in_view`` — forgotten when the detector no longer found them in a sharp
+  view of their place).
 
 Seeds below 1000 are the policy's training seeds: allowed, with a warning (held-out figures come
 from seeds ≥ 1000).

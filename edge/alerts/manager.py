@@ -20,9 +20,9 @@ rules produced and decides, per hazard *event*:
   sighting): the VLM's absence never drops an event. An event unseen while its place is in a
   sharp frame (the camera looks right at it and the detector no longer finds the hazard) is
   not out of view: it is a pending event the detections stopped supporting, forgotten after
-  ``max_gap_s`` like any other unless it is seen again. :meth:`AlertManager.look_target` tells the camera loop which waiting event to
-  steer to (the agent's ``vlm.look``); that one is kept while unseen (the turn smears it) until
-  its wait is over.
+  ``max_gap_s`` like any other unless it is seen again. :meth:`AlertManager.look_target` tells
+  the camera loop which waiting event to steer to (the agent's ``vlm.look``); that one is kept
+  while unseen (the turn smears it) until its wait is over.
   The manager estimates each frame's motion blur from the poses of consecutive frames (pan/tilt
   speed × ``exposure_s`` × pixels per degree at the frame's zoom) and hands it to the gate.
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed

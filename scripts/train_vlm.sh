@@ -5,8 +5,8 @@
 #
 #   bash scripts/train_vlm.sh            # RUN=runs/vlm by default; each finished step is skipped
 #
-# Steps whose output exists are skipped (the datasets resume by themselves; the base resumes
-# from its last checkpoint), so an interrupted run picks up where it stopped.
+# Finished steps are skipped (a dataset whose summary.json exists, a checkpoint whose config.json
+# exists), so an interrupted run picks up at the step it stopped in.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUN="${RUN:-runs/vlm}"
@@ -15,6 +15,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 data() { # data SPLIT NUM SEEDS OUT [extra args]
     local split="$1" num="$2" seeds="$3" out="$4"
     shift 4
+    [[ -f "$RUN/$out/summary.json" ]] && return 0 # written last: the dataset is complete
     sitehawk-train dataset vqa --split "$split" --num "$num" --seeds "$seeds" --out "$RUN/$out" "$@"
 }
 data general 20000 0-299 general

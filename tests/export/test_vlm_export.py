@@ -47,9 +47,7 @@ QUESTION = "is the worker in the centre wearing a hard hat?"
 def checkpoint(tmp_path_factory):
     torch.set_num_threads(1)
     tok = build_tokenizer()
-    # seed 5: a random model whose greedy answers have no near-ties (at seed 3 two tokens of
-    # the 12×12-patch model lie within 1e-3 after the first, and the answers part on them)
-    model = build_tiny_model(TINY, tok, seed=5)
+    model = build_tiny_model(TINY, tok, seed=3)
     out = tmp_path_factory.mktemp("vlm_ckpt")
     return save_vlm(model, tok, out, VLMInfo(TINY.image_size, TINY.image_seq_len, "x"))
 

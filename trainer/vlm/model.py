@@ -65,11 +65,11 @@ class TinyVLMConfig:
 
     image_size: int = 96
     """Image side in pixels (one tile; the dataset renders at this size)."""
-    patch_size: int = 8
-    """ViT patch side in pixels: 8 → a 12×12 grid at 96 px, 36 image tokens after the pixel
-    shuffle. 12 (an 8×8 grid, 16 tokens) capped the zone question at 0.78: whether a worker's
-    feet stand inside a painted line did not survive 16 tokens (docs/vlm.md). libmtmd's
-    projector needs a shuffle factor above 1, so more tokens means smaller patches."""
+    patch_size: int = 12
+    """ViT patch side in pixels (12 → an 8×8 grid at 96 px: a helmet spans about one patch;
+    16 image tokens after the pixel shuffle). 8-px patches (36 tokens) were tried for the zone
+    question and did not help it (docs/vlm.md, session 7); libmtmd's projector needs a
+    shuffle factor above 1, so more tokens can only come from smaller patches."""
     scale_factor: int = 2
     """Pixel-shuffle factor of the projector: image tokens = (image_size/patch_size/scale)²."""
     vision_hidden: int = 96

@@ -417,8 +417,7 @@ class AlertManager:
         blur_px = self._motion_blur_px(now, pose, frame.shape[1])
         matches = self._match(list(latest.values()), now)
         observed = {id(ev) for ev, _ in matches if ev is not None}
-        in_view = self._in_view_test(pose, frame.shape, blur_px)
-        emitted, changed = self._expire(observed, now, wall, in_view)
+        emitted, changed = self._expire(observed, now, wall, pose, frame.shape, blur_px)
         raised, changed_now, touched_raised = self._observe(
             matches, now, wall, frame, pose, blur_px
         )
@@ -445,24 +444,19 @@ class AlertManager:
         px_per_deg = width_px / fov_h_deg(max(pose.zoom, 1e-6), self.fov_h_1x_deg)
         return speed_dps * self.exposure_s * px_per_deg
 
-    def _in_view_test(
-        self, pose: PTZPose, shape: tuple[int, ...], blur_px: float
-    ) -> Callable[[AlertLocation], bool]:
-        """Whether a place (pan/tilt) lies well inside this frame, on a sharp frame (see
-        :data:`IN_VIEW_MARGIN`); always False on a blurred one."""
+    def _in_view(
+        self, location: AlertLocation, pose: PTZPose, shape: tuple[int, ...], blur_px: float
+    ) -> bool:
+        """Whether a place (pan/tilt) lies well inside a frame taken at ``pose``, and that frame
+        is sharp (see :data:`IN_VIEW_MARGIN`)."""
         if blur_px > IN_VIEW_MAX_BLUR_PX:
-            return lambda location: False
+            return False
         height, width = int(shape[0]), int(shape[1])
         view = CameraView((0.0, 0.0, 0.0), 0.0, pose, width, height, self.fov_h_1x_deg)
-
-        def test(location: AlertLocation) -> bool:
-            ray = direction(location["pan_deg"], location["tilt_deg"])
-            uv, depth = view.project(ray)
-            u, v = float(uv[0]) / width, float(uv[1]) / height
-            lo, hi = IN_VIEW_MARGIN, 1.0 - IN_VIEW_MARGIN
-            return float(depth) > 0 and lo <= u <= hi and lo <= v <= hi
-
-        return test
+        uv, depth = view.project(direction(location["pan_deg"], location["tilt_deg"]))
+        u, v = float(uv[0]) / width, float(uv[1]) / height
+        lo, hi = IN_VIEW_MARGIN, 1.0 - IN_VIEW_MARGIN
+        return float(depth) > 0 and lo <= u <= hi and lo <= v <= hi
 
     def _match(
         self, observations: list[HazardObservation], now: float
@@ -512,11 +506,13 @@ class AlertManager:
         observed: set[int],
         now: float,
         wall: str,
-        in_view: Callable[[AlertLocation], bool],
+        pose: PTZPose,
+        shape: tuple[int, ...],
+        blur_px: float,
     ) -> tuple[list[Emitted], bool]:
         """Clear raised events unseen for their cool-down; forget stale candidates; raise
-        unasked the waiting events that left the view (``in_view``: whether a place is in this
-        frame, sharp)."""
+        unasked the waiting events that left the view of this frame (``pose``, ``shape``,
+        ``blur_px``)."""
         emitted: list[Emitted] = []
         for ev in list(self._events):
             if id(ev) in observed:
@@ -530,25 +526,26 @@ class AlertManager:
                 and now - (ev.waiting_since or now) < self.vlm_max_wait_s
             ):
                 continue  # the camera is on its way: keep waiting for a view (see look_target)
-            waiting = ev.status == "pending" and ev.waiting_view is not None
-            if waiting and unseen_s > WAIT_UNSEEN_S and in_view(ev.location):
-                # the camera sees its place, sharp, and the detector no longer finds the hazard:
-                # a pending event its detections stopped supporting (forgotten after max_gap_s)
-                ev.unseen_in_view = True
-            elif waiting and unseen_s > WAIT_UNSEEN_S and not ev.unseen_in_view:
-                # ripe, but out of view before the VLM could judge it: it goes out unasked (the
-                # gate suppresses only on a confident contradiction), from its last sighting
-                assert ev.waiting_view is not None
-                obs, frame = ev.waiting_view
-                ev.waiting_view = None
-                self.vlm_counts["unasked_out_of_view"] += 1
-                log.info(
-                    "%s %s: raised unasked, out of view before the VLM could judge it",
-                    ev.hazard,
-                    ev.key,
-                )
-                emitted.append(self._raise(ev, obs, None, frame, wall))
-                continue
+            if ev.status == "pending" and ev.waiting_view is not None and unseen_s > WAIT_UNSEEN_S:
+                if self._in_view(ev.location, pose, shape, blur_px):
+                    # the camera sees its place, sharp, and the detector no longer finds the
+                    # hazard: a pending event its detections stopped supporting (forgotten after
+                    # max_gap_s below)
+                    ev.unseen_in_view = True
+                elif not ev.unseen_in_view:
+                    # ripe, but out of view before the VLM could judge it: it goes out unasked
+                    # (the gate suppresses only on a confident contradiction), from its last
+                    # sighting
+                    obs, frame = ev.waiting_view
+                    ev.waiting_view = None
+                    self.vlm_counts["unasked_out_of_view"] += 1
+                    log.info(
+                        "%s %s: raised unasked, out of view before the VLM could judge it",
+                        ev.hazard,
+                        ev.key,
+                    )
+                    emitted.append(self._raise(ev, obs, None, frame, wall))
+                    continue
             forget = (ev.status == "pending" and unseen_s > self.max_gap_s) or (
                 ev.status == "suppressed" and unseen_s >= rule.cooldown_s
             )

@@ -179,13 +179,23 @@ def _manager(store: StateStore | None = None, **kwargs: Any) -> AlertManager:
     )
 
 
-def _run(manager: AlertManager, schedule: list[tuple[float, list[HazardObservation]]]):
+AT_OBJECT, AWAY = PTZPose(5.0, -10.0, 4.0), PTZPose(40.0, -10.0, 4.0)  # 15° wide at zoom 4
+
+
+def _run_posed(
+    manager: AlertManager, schedule: list[tuple[float, list[HazardObservation], PTZPose]]
+) -> list[tuple[float, Emitted]]:
+    """Feed each (t, observations, camera pose) frame; the emitted messages with their t."""
     out: list[tuple[float, Emitted]] = []
-    pose = PTZPose(5.0, -10.0, 4.0)
-    for t, observations in schedule:
+    for t, observations, pose in schedule:
         for e in manager.update(observations, WALL0 + timedelta(seconds=t), FRAME, pose, t):
             out.append((t, e))
     return out
+
+
+def _run(manager: AlertManager, schedule: list[tuple[float, list[HazardObservation]]]):
+    """Feed each (t, observations) frame, the camera still at the objects' place."""
+    return _run_posed(manager, [(t, observations, AT_OBJECT) for t, observations in schedule])
 
 
 def test_raised_after_dwell_cleared_after_cooldown() -> None:
@@ -690,20 +700,6 @@ def test_an_event_that_never_gets_a_judgeable_view_goes_out_unasked_after_the_wa
     assert t == pytest.approx(1.0 + 2.0)  # the dwell, then vlm_max_wait_s
     assert manager.vlm_counts == {"waited": 1, "unasked_after_wait": 1}
     _check([e for _, e in out])
-
-
-def _run_posed(
-    manager: AlertManager, schedule: list[tuple[float, list[HazardObservation], PTZPose]]
-) -> list[tuple[float, Emitted]]:
-    """:func:`_run` with each frame's camera pose."""
-    out: list[tuple[float, Emitted]] = []
-    for t, observations, pose in schedule:
-        for e in manager.update(observations, WALL0 + timedelta(seconds=t), FRAME, pose, t):
-            out.append((t, e))
-    return out
-
-
-AT_OBJECT, AWAY = PTZPose(5.0, -10.0, 4.0), PTZPose(40.0, -10.0, 4.0)  # 15° wide at zoom 4
 
 
 def test_an_event_out_of_view_before_the_gate_could_ask_goes_out_unasked() -> None:

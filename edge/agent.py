@@ -23,8 +23,9 @@ Per frame of each camera (:class:`CameraLoop`, one state object per camera)::
   through the link every ``telemetry_interval_s``.
 
 Lifecycle: construct (no I/O), :meth:`Agent.start` (boot count, link, alert log, policy reset),
-:meth:`Agent.run` (or :meth:`Agent.step`), :meth:`Agent.stop` (final ``stopped`` status, drain,
-close). Callers watch it through the ``on_alert`` / ``on_frame`` / ``on_telemetry`` hooks.
+:meth:`Agent.run` (or :meth:`Agent.step`), :meth:`Agent.stop` (the alerts the VLM held back —
+:meth:`AlertManager.flush` —, final ``stopped`` status, drain, close). Callers watch it through
+the ``on_alert`` / ``on_frame`` / ``on_telemetry`` hooks.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import IO, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from edge import __version__
-from edge.alerts.manager import AlertManager, VlmGate
+from edge.alerts.manager import AlertManager, Emitted, VlmGate
 from edge.alerts.rules import HazardRules, HazardRuleSpec, ZoneSpec
 from edge.alerts.schema import AlertMessage
 from edge.alerts.tracker import WorldTracker
@@ -63,6 +64,10 @@ from edge.telemetry import RateMeter, StageTimings, read_temperatures
 from firmware_config.camera import CameraMountSpec
 
 log = logging.getLogger(__name__)
+
+#: At stop, how long the alert manager waits for VLM answers still in flight before the events
+#: that asked go out as timeouts (:meth:`AlertManager.flush`).
+STOP_VLM_WAIT_S = 2.0
 
 
 class Clock(Protocol):
@@ -234,22 +239,11 @@ class CameraLoop:
         t_wall = clock.now()
         observations = self.rules.update(tracks, t_wall)
         t_rules = time.perf_counter()
-        records = []
         with outbox.transaction():  # raise/clear and their queued messages: one commit
             emitted = self.manager.update(
                 observations, t_wall, frame.image, frame.pose, t_site=frame.t
             )
-            for e in emitted:
-                payload = json.dumps(e.alert, separators=(",", ":")).encode()
-                if publish:
-                    if e.snapshot_jpeg is not None:
-                        outbox.put(e.snapshot_topic, e.snapshot_jpeg, kind="snapshot")
-                    outbox.put(self.alert_topic, payload, kind="alert")
-                records.append(
-                    AlertRecord(
-                        self.camera_id, e.alert, payload, e.snapshot_jpeg, frame.t, frame.pose
-                    )
-                )
+            records = self._queue(emitted, outbox, publish, frame.t, frame.pose)
         t_alerts = time.perf_counter()
         command = self._control(frame, detections)
         t_policy = time.perf_counter()
@@ -274,6 +268,31 @@ class CameraLoop:
         return FrameReport(
             self.camera_id, frame.t, frame.pose, len(detections), len(tracks), records, command
         )
+
+    def _queue(
+        self, emitted: list[Emitted], outbox: Outbox, publish: bool, t: float, pose: PTZPose
+    ) -> list[AlertRecord]:
+        """Queue the manager's messages (snapshot first, then alert) and record them."""
+        records = []
+        for e in emitted:
+            payload = json.dumps(e.alert, separators=(",", ":")).encode()
+            if publish:
+                if e.snapshot_jpeg is not None:
+                    outbox.put(e.snapshot_topic, e.snapshot_jpeg, kind="snapshot")
+                outbox.put(self.alert_topic, payload, kind="alert")
+            records.append(AlertRecord(self.camera_id, e.alert, payload, e.snapshot_jpeg, t, pose))
+        return records
+
+    def flush(
+        self, outbox: Outbox, clock: Clock, publish: bool, wait_s: float
+    ) -> list[AlertRecord]:
+        """The agent stops: queue what the alert manager held back for the VLM
+        (:meth:`AlertManager.flush`), timed at the last frame."""
+        if self.last_t is None or self.last_pose is None:
+            return []
+        with outbox.transaction():
+            emitted = self.manager.flush(clock.now(), t_site=self.last_t, wait_s=wait_s)
+            return self._queue(emitted, outbox, publish, self.last_t, self.last_pose)
 
     def _control(self, frame: Frame, detections: list[Detection]) -> PTZCommand | None:
         """On a control step: observation → policy → PTZ command."""
@@ -429,6 +448,13 @@ class Agent:
             return bool(self.delivered)
         delivered = True
         try:
+            if self.state == "running":
+                # ripe events the VLM held back go out before the final status
+                for cam in self.cameras:
+                    for record in cam.flush(
+                        self.outbox, self.clock, self.link is not None, STOP_VLM_WAIT_S
+                    ):
+                        self._log_alert(record)
             if self.link is not None and self.link.running:
                 if self.state == "running":
                     self._publish_telemetry()

@@ -25,6 +25,10 @@ rules produced and decides, per hazard *event*:
   while unseen (the turn smears it) until its wait is over.
   The manager estimates each frame's motion blur from the poses of consecutive frames (pan/tilt
   speed × ``exposure_s`` × pixels per degree at the frame's zoom) and hands it to the gate.
+* **flushed** when the agent stops (:meth:`AlertManager.flush`): a ripe event still waiting
+  for a view goes out unasked, and one whose question is still in flight goes out with the
+  answer if it comes within the stop's wait, else as a timeout (``confirmed: null``) — the same
+  rule as above: the VLM never drops a ripe event, not even at a restart for an update.
 * **cleared** once unobserved for ``cooldown_s``, with the same ``alert_id``, the last observed
   location and the raised message's ``evidence`` (same ``snapshot_topic`` and ``sha256``: no new
   JPEG is sent; a subscriber already has it).
@@ -61,6 +65,7 @@ import hashlib
 import logging
 import math
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -101,6 +106,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 class PendingVlmCheck(Protocol):
     """A VLM question in flight: :meth:`poll` never blocks and must resolve in bounded time."""
+
+    question: str  # the question asked (the ``vlm`` field's, should the answer never come)
 
     def poll(self) -> VlmCheck | None:
         """The outcome for the alert's ``vlm`` field once known (answer, timeout, failure),
@@ -335,7 +342,8 @@ class AlertManager:
         #: ``waited``: events the gate made wait for a judgeable view at least once;
         #: ``unasked_after_wait`` / ``unasked_out_of_view``: those raised unasked when
         #: ``vlm_max_wait_s`` ran out / when they left the view first; ``vanished_in_view``:
-        #: those forgotten because the detector stopped finding them in a sharp view
+        #: those forgotten because the detector stopped finding them in a sharp view;
+        #: ``unasked_at_stop`` / ``unanswered_at_stop``: those :meth:`flush` raised
         self.vlm_counts: Counter[str] = Counter()
         self._prev_pose: tuple[float, PTZPose] | None = None
         self._look_at: int | None = None  # id() of the event the camera was last sent to
@@ -668,6 +676,53 @@ class AlertManager:
             ev.location = location  # where the evidence shows it (its bbox crops the JPEG)
             ev.status = "raised"
             emitted.append(Emitted(self._message(ev, "raised", wall), jpeg))
+        return emitted
+
+    def flush(
+        self,
+        t_wall: datetime,
+        t_site: float | None = None,
+        wait_s: float = 0.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[Emitted]:
+        """The agent stops: raise what only the VLM held back (see the module docstring).
+
+        Questions in flight are polled for up to ``wait_s`` (their own timeout bounds them
+        anyway); one still unanswered then goes out as a timeout. Ripe events waiting for a
+        judgeable view go out unasked from their last sighting. Returns the raised messages;
+        call it once, after the last :meth:`update`. A waiting event the detector stopped finding
+        in a sharp view (``unseen_in_view``) is not raised.
+        """
+        wall = format_utc(t_wall)
+        deadline = time.monotonic() + max(0.0, wait_s)
+        emitted = self._collect_answers(wall)
+        while any(ev.status == "verifying" for ev in self._events) and time.monotonic() < deadline:
+            sleep(0.01)
+            emitted += self._collect_answers(wall)
+        for ev in self._events:
+            if ev.status == "verifying" and ev.question is not None and ev.held is not None:
+                unanswered: VlmCheck = {
+                    "question": ev.question.question,
+                    "answer": None,
+                    "confirmed": None,
+                    "latency_ms": None,
+                    "error": "timeout",
+                }
+                jpeg, evidence, location = ev.held
+                ev.question = ev.held = None
+                ev.vlm, ev.location, ev.status = unanswered, location, "raised"
+                ev.alert_id = str(uuid.uuid4())
+                ev.evidence = {**evidence, "snapshot_topic": self.snapshot_topic(ev.alert_id)}
+                self.vlm_counts["unanswered_at_stop"] += 1
+                emitted.append(Emitted(self._message(ev, "raised", wall), jpeg))
+            elif ev.status == "pending" and ev.waiting_view is not None and not ev.unseen_in_view:
+                obs, frame = ev.waiting_view
+                ev.waiting_view = None
+                self.vlm_counts["unasked_at_stop"] += 1
+                log.info("%s %s: raised unasked, the agent stops", ev.hazard, ev.key)
+                emitted.append(self._raise(ev, obs, None, frame, wall))
+        if emitted:
+            self._persist(float(t_site) if t_site is not None else t_wall.timestamp())
         return emitted
 
     def _evidence(self, obs: HazardObservation, frame: np.ndarray) -> tuple[bytes, AlertEvidence]:

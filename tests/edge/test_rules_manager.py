@@ -745,6 +745,67 @@ def test_a_waiting_event_no_longer_detected_in_a_sharp_view_is_forgotten(blurred
         assert manager.vlm_counts == {"waited": 1, "vanished_in_view": 1}
 
 
+def test_a_ripe_event_waiting_for_a_view_goes_out_unasked_when_the_agent_stops() -> None:
+    """Stopping (a restart for an update) is no reason to drop a ripe hazard the VLM could not
+    judge yet; one the detector stopped finding in a sharp view is not raised."""
+    for vanished in (False, True):
+        calls: list[float] = []
+        manager = _waiting_manager([NotYet("cut")], calls)
+        seen = [(round(0.1 * k, 1), [_obs()], AT_OBJECT) for k in range(15)]  # ripe at 1.0 s
+        still = [(round(1.5 + 0.1 * k, 1), [], AT_OBJECT) for k in range(4 if vanished else 0)]
+        assert _run_posed(manager, seen + still) == []
+        out = manager.flush(WALL0 + timedelta(seconds=2.0), t_site=2.0)
+        if vanished:
+            assert out == [] and manager.vlm_counts == {"waited": 1}
+            continue
+        (raised,) = out
+        assert raised.state == "raised" and raised.alert["vlm"] is None
+        assert manager.vlm_counts == {"waited": 1, "unasked_at_stop": 1}
+        assert manager.flush(WALL0 + timedelta(seconds=2.1)) == []  # once
+        _check([raised])
+
+
+class _InFlight:
+    """A question in flight that the gate answers on the ``after``-th poll (None: never)."""
+
+    question = "Is the worker wearing a helmet?"
+
+    def __init__(self, answer: VlmCheck, after: int | None):
+        self.answer, self.after, self.polls = answer, after, 0
+
+    def poll(self) -> VlmCheck | None:
+        self.polls += 1
+        return self.answer if self.after is not None and self.polls >= self.after else None
+
+
+@pytest.mark.parametrize(("answer", "after"), [(True, 3), (False, 3), (True, None)])
+def test_a_question_in_flight_when_the_agent_stops_is_waited_for_then_goes_out(
+    answer: bool, after: int | None
+) -> None:
+    question = _InFlight(_vlm(answer), after)
+    rules = dict(FAST, no_helmet=HazardRuleSpec(dwell_s=1.0, cooldown_s=5.0, require_vlm=True))
+    manager = _manager(rules=rules, vlm_gate=lambda *_: question)
+    assert _run(manager, [(round(0.1 * k, 1), [_obs()]) for k in range(12)]) == []
+    assert manager.open_events()[0]["status"] == "verifying"
+    out = manager.flush(WALL0 + timedelta(seconds=1.2), wait_s=0.2, sleep=lambda _: None)
+    if after is None:  # never answered: out as a timeout once the wait is over
+        (raised,) = out
+        assert raised.alert["vlm"] == {
+            "question": _InFlight.question,
+            "answer": None,
+            "confirmed": None,
+            "latency_ms": None,
+            "error": "timeout",
+        }
+        assert manager.vlm_counts == {"unanswered_at_stop": 1}
+        _check([raised])
+    elif answer:
+        (raised,) = out
+        assert raised.alert["vlm"] == _vlm(True) and question.polls == 3
+    else:
+        assert out == []  # the answer came within the wait: a confident contradiction
+
+
 def test_the_gate_gets_each_frames_motion_blur_estimate_from_the_poses() -> None:
     calls: list[float] = []
     rules = dict(FAST, no_helmet=HazardRuleSpec(dwell_s=0.0, cooldown_s=5.0, require_vlm=True))

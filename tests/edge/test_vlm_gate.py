@@ -222,7 +222,9 @@ def test_the_question_crop_is_the_models_input() -> None:
 
 
 # ------------------------------------------------------------------ the agent, end to end
-def _run_agent(vlm_url: str | None, timeout_s: float = 1.0) -> tuple[list[Any], list[float]]:
+def _run_agent(
+    vlm_url: str | None, timeout_s: float = 1.0, duration_s: float = 100.0
+) -> tuple[list[Any], list[float]]:
     """The built-in site (seed 7: a no_vest alert at ~73 s, a no_helmet one at ~92 s of site
     time) for 100 s with the VLM — the config's openai server, else ``--vlm on`` (the shipped
     GGUF). 20 s of site time follow the second alert's question, so a 0.5 s wall-clock timeout
@@ -248,7 +250,7 @@ def _run_agent(vlm_url: str | None, timeout_s: float = 1.0) -> tuple[list[Any], 
         opts = RunOptions(
             config=config,
             seed=None if config is not None else 7,
-            duration_s=100.0,
+            duration_s=duration_s,
             policy="greedy",
             out=tmp / "run",
             outbox=tmp / "outbox.sqlite3",
@@ -263,7 +265,7 @@ def _run_agent(vlm_url: str | None, timeout_s: float = 1.0) -> tuple[list[Any], 
         run.agent.on_alert.append(records.append)
         run.agent.on_frame.append(lambda _: frames.append(time.monotonic()))
         try:
-            run.agent.run(100.0)
+            run.agent.run(duration_s)
         finally:
             run.agent.stop()
             run.outbox.close()
@@ -284,6 +286,24 @@ def test_the_agent_loop_goes_on_while_the_vlm_is_slow(vlm_server: Any) -> None:
     assert handler.asked  # the question reached the server
     gaps = np.diff(frames)
     assert gaps.max() < 1.0, f"a frame waited {gaps.max():.2f} s (the VLM answers after 2.5 s)"
+
+
+def test_an_alert_whose_question_is_in_flight_goes_out_when_the_agent_stops(
+    vlm_server: Any,
+) -> None:
+    """The run ends ~1 s of site time after seed 7's first alert asked the VLM, which answers
+    after 5 s (its timeout is 10 s): the stopping agent waits STOP_VLM_WAIT_S for the answer,
+    then raises the alert as a timeout rather than dropping a ripe hazard."""
+    url, handler = vlm_server
+    handler.delay_s = 5.0
+    records, frames = _run_agent(url, timeout_s=10.0, duration_s=74.0)
+    asked = [r for r in records if r.alert["vlm"] is not None]
+    assert len(asked) == 1 and handler.asked
+    (record,) = asked
+    assert record.alert["state"] == "raised" and record.alert["hazard"] == "no_vest"
+    assert record.alert["vlm"]["error"] == "timeout" and record.alert["vlm"]["confirmed"] is None
+    assert record.alert["vlm"]["question"] == HAZARD_QUESTIONS["no_vest"].question
+    validate_alert(record.alert)
 
 
 def test_run_vlm_on_asks_the_shipped_gguf() -> None:

@@ -139,3 +139,24 @@ def test_dataset_cli_held_out_and_bad_input(tmp_path, monkeypatch, capsys):
     assert cli.main([*argv[:-4], "--num", "0", "--out", str(out), "--no-progress"]) == 2
     assert "--num must be positive" in capsys.readouterr().err
     assert np.all([s.seed >= 1000 for s in load_samples(out)])
+
+
+def test_general_weights_draw_a_type_more_often_and_keep_its_answers_balanced(
+    tmp_path, monkeypatch, capsys
+):
+    from trainer.vlm.data import GENERAL_TYPES, _plan
+
+    assert _plan("general", 70, None) == _plan("general", 70, {"worker_in_zone": 1})
+    plan = _plan("general", 90, {"worker_in_zone": 3})  # 9 draws per cycle, 3 of them zone
+    zone = [target for kind, target in plan if kind == "worker_in_zone"]
+    assert len(zone) == 30 and zone.count("yes") == zone.count("no") == 15
+    assert all(sum(k == t for k, _ in plan) == 10 for t in GENERAL_TYPES if t != "worker_in_zone")
+
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("trainer.vlm.cli",))
+    argv = ["dataset", "vqa", "--split", "hazard", "--num", "8", "--out", str(tmp_path / "w")]
+    assert cli.main([*argv, "--weight", "worker_in_zone=3", "--no-progress"]) == 2
+    assert "general split's question types" in capsys.readouterr().err
+    argv[3] = "general"
+    assert cli.main([*argv, "--weight", "worker_in_zone=x", "--no-progress"]) == 2
+    assert "TYPE=N" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "summary.json").exists()

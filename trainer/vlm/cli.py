@@ -93,6 +93,14 @@ def register_dataset(dataset_subparsers: Any) -> None:
         help="share of helmet/vest/fire samples drawn as the gate may see them on a moving "
         "camera: motion-blurred and/or partly out of view (default: 0)",
     )
+    p.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="TYPE=N",
+        help="general split: draw question TYPE N times per cycle of the types instead of once "
+        "(repeatable; e.g. worker_in_zone=3)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_dataset)
 
@@ -135,6 +143,11 @@ def register(subparsers: Any) -> None:
     ql.add_argument("--eval-data", type=Path, help="held-out VQA folder: accuracy before/after")
     ql.add_argument("--out", type=Path, required=True, help="merged checkpoint folder to write")
     ql.add_argument("--rank", type=int, default=16, help="LoRA rank (default: %(default)s)")
+    ql.add_argument(
+        "--vision-lora",
+        action="store_true",
+        help="LoRA adapters on the vision tower and projector too (else they stay frozen)",
+    )
     _optim_args(ql, steps=1500, lr=2e-3, batch=16)
     ql.set_defaults(handler=_cmd_qlora)
 
@@ -181,6 +194,13 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     from trainer.vlm.data import build_dataset
 
     seeds = args.seeds if args.seeds is not None else list(range(200))
+    weights: dict[str, int] = {}
+    for item in args.weight:
+        kind, _, number = item.partition("=")
+        try:
+            weights[kind] = int(number)
+        except ValueError:
+            raise ValueError(f"--weight {item}: expected TYPE=N with a whole number N") from None
     summary = build_dataset(
         args.split,
         args.num,
@@ -189,6 +209,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
         size=args.size,
         progress=not args.no_progress,
         gate_views=args.gate_views,
+        weights=weights,
     )
     print(json.dumps({k: summary[k] for k in ("n", "majority_baseline", "held_out")}))
     for kind, row in summary["per_type"].items():
@@ -242,7 +263,7 @@ def _cmd_qlora(args: argparse.Namespace) -> int:
             args.data,
             args.out,
             optim,
-            QLoRAConfig(rank=args.rank),
+            QLoRAConfig(rank=args.rank, vision=args.vision_lora),
             eval_data=args.eval_data,
             progress=not args.no_progress,
             fsdp=_fsdp(args),

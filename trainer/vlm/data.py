@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -656,17 +656,23 @@ def _question(kind: str) -> str:
     return GENERAL_QUESTIONS[kind]
 
 
-def _plan(split: str, num: int) -> list[tuple[str, str | None]]:
-    """(question type, wanted answer or None) for every sample, interleaved."""
+def _plan(
+    split: str, num: int, weights: Mapping[str, int] | None = None
+) -> list[tuple[str, str | None]]:
+    """(question type, wanted answer or None) for every sample, interleaved; ``weights`` (general
+    split): a type drawn N times per cycle of the types instead of once."""
     out: list[tuple[str, str | None]] = []
     if split == "hazard":
         for i in range(num):
             kind = HAZARD_TYPES[i % len(HAZARD_TYPES)]
             out.append((kind, "yes" if (i // len(HAZARD_TYPES)) % 2 == 0 else "no"))
         return out
+    cycle = [t for t in GENERAL_TYPES for _ in range((weights or {}).get(t, 1))]
+    drawn: Counter[str] = Counter()
     for i in range(num):
-        kind = GENERAL_TYPES[i % len(GENERAL_TYPES)]
-        k = i // len(GENERAL_TYPES)
+        kind = cycle[i % len(cycle)]
+        k = drawn[kind]  # this type's samples so far: its answers alternate over them
+        drawn[kind] += 1
         target: str | None = None
         if kind in ("helmet_color", "vest_color"):
             target = "none" if k % 3 == 0 else "wears"  # a third without the item
@@ -689,8 +695,13 @@ def build_dataset(
     progress: bool = True,
     tries_per_seed: int = 30,
     gate_views: float = 0.0,
+    weights: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Render ``num`` samples of ``split`` from ``seeds`` into ``out``; returns the summary.
+
+    ``weights`` (general split only): question type → how many times it is drawn per cycle of
+    the types (default 1 each), e.g. ``{"worker_in_zone": 3}`` for a base that sees the zone
+    relation three times as often.
 
     ``gate_views``: the share of :data:`GATE_VIEW_TYPES` samples drawn as the gate may see
     them (see the module docstring); their view is drawn from a generator of its own, so the
@@ -702,12 +713,20 @@ def build_dataset(
         raise ValueError(f"--gate-views must be within 0-1, not {gate_views}")
     if num <= 0:
         raise ValueError(f"--num must be positive, not {num}")
+    for kind, weight in (weights or {}).items():
+        if split != "general" or kind not in GENERAL_TYPES:
+            raise ValueError(
+                f"--weight {kind}={weight}: weights are for the general split's question types "
+                f"({', '.join(GENERAL_TYPES)})"
+            )
+        if not isinstance(weight, int) or weight < 1:
+            raise ValueError(f"--weight {kind}={weight}: must be a whole number >= 1")
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("no seeds")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    plan = _plan(split, num)
+    plan = _plan(split, num, weights)
     cache = _SiteCache()
     samples: list[VQASample] = []
     bar = _progress(num, f"vqa {split}", progress)
@@ -775,6 +794,7 @@ def build_dataset(
             "held_out": min(seeds) >= HELD_OUT_SEED_MIN,
             "image_size_px": size,
             "gate_views": gate_views,
+            "weights": dict(weights or {}),
             "views": dict(Counter(s.view for s in samples)),
         }
     )

@@ -70,11 +70,18 @@ class Trace:
     def __init__(self) -> None:
         self.followed: list[Followed] = []
         self.site: Site | None = None
-        self.looks = 0
+        self.alerts: dict[str, Any] = {}  # alert_id -> the raised message
 
     def instrument(self, run: PreparedRun) -> None:
         (rig,) = run.rigs
         self.site = rig.site.site
+        run.agent.on_alert.append(
+            lambda r: (
+                self.alerts.__setitem__(r.alert["alert_id"], r.alert)
+                if r.alert["state"] == "raised"
+                else None
+            )
+        )
         (loop,) = run.agent.cameras
         manager = loop.manager
         update = manager.update
@@ -129,15 +136,57 @@ def explain(site: Site, event: HazardEvent, trace: Trace) -> list[str]:
     return fates or ["not_seen"]
 
 
-def trace_seed(seed: int, opts: EvalOptions) -> dict[str, Any]:
+def false_alert_kind(site: Site, alert: Any, score: Any) -> str:
+    """What a false alert (matched to no event) landed on: ``duplicate`` (an event of its type
+    at its place and time, already matched to another alert), ``early`` / ``late`` (an event of
+    its type there, before it began / after it ended and the grace period), ``other_type`` (an
+    event of another type there) or ``nothing``."""
+    matched = {e.id for e in score.events if e.found}
+    kinds = []
+    for event in site.hazards:
+        extent = event_extent(site, event, alert.t)
+        if extent is None or not extent.contains(alert.pan_deg, alert.tilt_deg, MARGIN_DEG):
+            continue
+        if event.type != alert.hazard:
+            kinds.append("other_type")
+        elif alert.t < event.start_s:
+            kinds.append("early")
+        elif alert.t < event.end_s + score.grace_s:
+            kinds.append("duplicate" if event.id in matched else "unmatched_event")
+        else:
+            kinds.append("late")
+    for kind in ("duplicate", "unmatched_event", "early", "late", "other_type"):
+        if kind in kinds:
+            return kind
+    return "nothing"
+
+
+def _vlm_said(alert: Any) -> str:
+    vlm = alert.get("vlm") if alert else None
+    if vlm is None:
+        return "unasked"
+    return {True: "confirmed", False: "contradicted"}.get(vlm.get("confirmed"), "unconfirmed")
+
+
+def trace_seed(seed: int, opts: EvalOptions, on_only: bool = False) -> dict[str, Any]:
     the_plan = plan(opts)
     trace = Trace()
     on = run_seed(seed, the_plan, opts, trace.instrument)
-    off = run_seed(seed, the_plan, replace(opts, vlm=False))
+    off = on if on_only else run_seed(seed, the_plan, replace(opts, vlm=False))
     assert trace.site is not None
     events = {e.id: e for e in trace.site.hazards}
     found_on = {e.id for e in on.score.events if e.found}
     found_off = {e.id for e in off.score.events if e.found}
+    false_alerts = [
+        {
+            "hazard": a.hazard,
+            "t": round(a.t, 2),
+            "landed_on": false_alert_kind(trace.site, a, on.score),
+            "vlm": _vlm_said(trace.alerts.get(a.alert_id)),
+        }
+        for a in on.score.alerts
+        if a.event_id is None
+    ]
     rows = []
     for eid in sorted(found_on ^ found_off):
         ev = events[eid]
@@ -161,6 +210,7 @@ def trace_seed(seed: int, opts: EvalOptions) -> dict[str, Any]:
         "fates": dict(fates),
         "gate": on.gate,
         "differ": rows,
+        "false_alerts_on": false_alerts,
     }
 
 
@@ -171,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--perception", default="detector", choices=("sim", "detector"))
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--on-only", action="store_true", help="skip the runs without the VLM")
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     opts = EvalOptions(
@@ -183,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     totals: Counter[str] = Counter()
     for seed in seeds:
-        r = trace_seed(seed, opts)
+        r = trace_seed(seed, opts, args.on_only)
         results.append(r)
         print(
             f"seed {seed}: found on/off {r['found']['on']}/{r['found']['off']} "
@@ -199,6 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for fate in {w.split(" (")[0] for w in row["with_vlm"]}:
                 totals[f"{row['found_by']}-only {fate}"] += 1
+        for fa in r["false_alerts_on"]:
+            print(
+                f"    false alert (VLM on) {fa['hazard']} t={fa['t']}: on {fa['landed_on']}, "
+                f"VLM {fa['vlm']}",
+                flush=True,
+            )
+            totals[f"false {fa['landed_on']} / {fa['vlm']}"] += 1
     print("totals:", dict(totals))
     print(
         "found on/off:",

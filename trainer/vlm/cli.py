@@ -143,11 +143,6 @@ def register(subparsers: Any) -> None:
     ql.add_argument("--eval-data", type=Path, help="held-out VQA folder: accuracy before/after")
     ql.add_argument("--out", type=Path, required=True, help="merged checkpoint folder to write")
     ql.add_argument("--rank", type=int, default=16, help="LoRA rank (default: %(default)s)")
-    ql.add_argument(
-        "--vision-lora",
-        action="store_true",
-        help="LoRA adapters on the vision tower and projector too (else they stay frozen)",
-    )
     _optim_args(ql, steps=1500, lr=2e-3, batch=16)
     ql.set_defaults(handler=_cmd_qlora)
 
@@ -263,7 +258,7 @@ def _cmd_qlora(args: argparse.Namespace) -> int:
             args.data,
             args.out,
             optim,
-            QLoRAConfig(rank=args.rank, vision=args.vision_lora),
+            QLoRAConfig(rank=args.rank),
             eval_data=args.eval_data,
             progress=not args.no_progress,
             fsdp=_fsdp(args),

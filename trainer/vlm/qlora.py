@@ -1,10 +1,7 @@
-"""``vlm-qlora``: QLoRA of the VLM on the hazard questions.
+"""``vlm-qlora``: QLoRA of the VLM's language model on the hazard questions.
 
 The language model is loaded in 4-bit NF4 (bitsandbytes) with LoRA adapters (peft) on its
-attention and MLP projections. The vision tower and the projector stay unquantised; with
-``vision`` (``--vision-lora``) they get LoRA adapters too (attention, MLP and the projection),
-else they stay frozen — a frozen tower keeps the base's image features, which pretraining on
-the general questions shaped, and the zone question needs finer ones (docs/vlm.md, session 8)
+attention and MLP projections; the vision tower and the projector stay frozen and unquantised
 (``llm_int8_skip_modules`` takes *full* module prefixes in transformers 5 — a bare
 ``vision_model`` silently quantises the vision tower too). Training goes through the shared
 :func:`~trainer.vlm.train.train_loop`.
@@ -43,17 +40,7 @@ TEXT_LORA_TARGETS = (
     r"model\.text_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)"
     r"|mlp\.(gate_proj|up_proj|down_proj))"
 )
-#: With ``--vision-lora``: the vision tower's projections and the connector's projection.
-VISION_LORA_TARGETS = (
-    r"model\.vision_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)"
-    r"|mlp\.(fc1|fc2))|model\.connector\.modality_projection\.proj"
-)
 NF4_BLOCKSIZE = 64
-
-
-def lora_targets(vision: bool) -> str:
-    """The LoRA target regex: the language model's projections, and the vision side's too."""
-    return f"{TEXT_LORA_TARGETS}|{VISION_LORA_TARGETS}" if vision else TEXT_LORA_TARGETS
 
 
 @dataclass
@@ -67,8 +54,6 @@ class QLoRAConfig:
     dropout: float = 0.0
     quantize: bool = True
     """NF4 base weights (QLoRA); False trains LoRA on the fp32 base."""
-    vision: bool = False
-    """LoRA on the (unquantised) vision tower and projector too, not only the language model."""
 
 
 def quantization_config(device: str = "cpu") -> Any:
@@ -104,7 +89,7 @@ def load_for_qlora(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=lora_targets(cfg.vision),
+        target_modules=TEXT_LORA_TARGETS,
         bias="none",
     )
     torch.manual_seed(seed)
@@ -181,8 +166,7 @@ def qlora(
     model, layout = load_for_qlora(base, cfg, env.device, optim.seed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log0(
-        f"QLoRA: {trainable} trainable parameters (LoRA on the language model"
-        f"{' and the vision tower' if cfg.vision else ''}); "
+        f"QLoRA: {trainable} trainable parameters (LoRA on the language model); "
         f"world size {env.world_size} ({env.backend or 'single process'})",
         env=env,
     )
@@ -204,7 +188,6 @@ def qlora(
             "data": str(data),
             "steps": optim.steps,
             "rank": cfg.rank,
-            "vision_lora": cfg.vision,
             "world_size": env.world_size,
             # the share of gate views (motion-blurred / partly out of view) it trained on: the
             # export declares them so that the edge gate asks about such views

@@ -661,22 +661,25 @@ class AlertManager:
             vlm = ev.question.poll()
             if vlm is None:
                 continue
-            jpeg, evidence, location = ev.held
-            ev.question = ev.held = None
-            ev.vlm = vlm
             if vlm.get("confirmed") is False:
-                ev.status = "suppressed"
+                ev.question = ev.held = None
+                ev.status, ev.vlm = "suppressed", vlm
                 log.info("%s %s suppressed by the VLM: %r", ev.hazard, ev.key, vlm)
                 continue
-            ev.alert_id = str(uuid.uuid4())
-            ev.evidence = {
-                **evidence,
-                "snapshot_topic": self.snapshot_topic(ev.alert_id),
-            }
-            ev.location = location  # where the evidence shows it (its bbox crops the JPEG)
-            ev.status = "raised"
-            emitted.append(Emitted(self._message(ev, "raised", wall), jpeg))
+            emitted.append(self._raise_held(ev, vlm, wall))
         return emitted
+
+    def _raise_held(self, ev: _Event, vlm: VlmCheck, wall: str) -> Emitted:
+        """Raise a ``verifying`` event with its answer, from the frame that asked."""
+        assert ev.held is not None
+        jpeg, evidence, location = ev.held
+        ev.question = ev.held = None
+        ev.vlm = vlm
+        ev.alert_id = str(uuid.uuid4())
+        ev.evidence = {**evidence, "snapshot_topic": self.snapshot_topic(ev.alert_id)}
+        ev.location = location  # where the evidence shows it (its bbox crops the JPEG)
+        ev.status = "raised"
+        return Emitted(self._message(ev, "raised", wall), jpeg)
 
     def flush(
         self,
@@ -708,13 +711,8 @@ class AlertManager:
                     "latency_ms": None,
                     "error": "timeout",
                 }
-                jpeg, evidence, location = ev.held
-                ev.question = ev.held = None
-                ev.vlm, ev.location, ev.status = unanswered, location, "raised"
-                ev.alert_id = str(uuid.uuid4())
-                ev.evidence = {**evidence, "snapshot_topic": self.snapshot_topic(ev.alert_id)}
                 self.vlm_counts["unanswered_at_stop"] += 1
-                emitted.append(Emitted(self._message(ev, "raised", wall), jpeg))
+                emitted.append(self._raise_held(ev, unanswered, wall))
             elif ev.status == "pending" and ev.waiting_view is not None and not ev.unseen_in_view:
                 obs, frame = ev.waiting_view
                 ev.waiting_view = None

@@ -11,12 +11,17 @@ that overlapped it (same hazard, pan/tilt within the event's object while it was
 
 * ``contradicted`` — the VLM answered "no hazard" about it (a suppressed true hazard),
 * ``vanished_in_view`` — it waited for a view, the camera looked, and the detector lost it,
-* ``pending_gap`` / ``waiting`` / ... — it was seen but never ripened (or still waited at the end),
+* ``pending_gap`` / ``waiting`` — seen but never ripened / ripe and still waiting at the end,
 * ``not_seen`` — the run with the VLM never observed it (its search went elsewhere: looks cost
   control steps, and the two runs' cameras part ways after the first look).
 
+Each false alert of the run with the VLM is classified by what it landed on (``duplicate``,
+``early`` / ``late`` on an event of its type, ``other_type``, ``nothing``) and what the VLM said
+(``confirmed``, ``contradicted``, ``unconfirmed``, ``unasked``). ``--on-only`` skips the runs
+without the VLM (false alerts only).
+
 Evaluation tooling: it reads the virtual site's ground truth, like ``edge.sim.scoring``.
-Prints a table per seed and the totals; ``--json`` writes every explained event.
+Prints a line per seed and the totals; ``--json`` writes every explained event and alert.
 """
 
 from __future__ import annotations

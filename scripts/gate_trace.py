@@ -9,6 +9,8 @@ first seen, whether it waited for a judgeable view, what the VLM answered, and h
 hazard event that only one of the two runs found is then explained by the manager's events
 that overlapped it (same hazard, pan/tilt within the event's object while it was active):
 
+* ``confirmed`` / ``raised`` — raised with the VLM's confirmation / unasked or unconfirmed
+  (also by the stopping agent's flush),
 * ``contradicted`` — the VLM answered "no hazard" about it (a suppressed true hazard),
 * ``vanished_in_view`` — it waited for a view, the camera looked, and the detector lost it,
 * ``pending_gap`` / ``waiting`` — seen but never ripened / ripe and still waiting at the end,
@@ -59,7 +61,8 @@ class Followed:
     def fate(self) -> str:
         last = self.statuses[-1]
         if last == "raised":
-            return "raised" if self.vlm is None or "confirmed" not in self.vlm else "confirmed"
+            confirmed = self.vlm is not None and self.vlm.get("confirmed") is True
+            return "confirmed" if confirmed else "raised"  # raised unasked or unconfirmed
         if last == "suppressed":
             return "contradicted"
         if last == "verifying":
@@ -89,12 +92,10 @@ class Trace:
         )
         (loop,) = run.agent.cameras
         manager = loop.manager
-        update = manager.update
+        update, flush = manager.update, manager.flush
         open_: dict[int, tuple[Any, Followed]] = {}  # id() of a manager event -> it, its trace
 
-        def traced(*args: Any, **kwargs: Any) -> Any:
-            out = update(*args, **kwargs)
-            t = float(kwargs.get("t_site", args[4] if len(args) > 4 else 0.0))
+        def snapshot(t: float) -> None:
             present = {id(ev) for ev in manager._events}
             for key in [k for k in open_ if k not in present]:  # forgotten or cleared now
                 ev, f = open_.pop(key)
@@ -113,9 +114,19 @@ class Trace:
                 f.reason = ev.waiting_reason if ev.waiting_since is not None else f.reason
                 f.unseen_in_view = ev.unseen_in_view
                 f.vlm = ev.vlm if ev.vlm is not None else f.vlm
+
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            out = update(*args, **kwargs)
+            snapshot(float(kwargs.get("t_site", args[4] if len(args) > 4 else 0.0)))
+            return out
+
+        def flushed(*args: Any, **kwargs: Any) -> Any:  # the agent stops: its last raises
+            out = flush(*args, **kwargs)
+            snapshot(float(kwargs.get("t_site") or 0.0))
             return out
 
         manager.update = traced  # type: ignore[method-assign]
+        manager.flush = flushed  # type: ignore[method-assign]
 
 
 def overlaps(site: Site, event: HazardEvent, f: Followed) -> bool:
@@ -204,13 +215,12 @@ def trace_seed(seed: int, opts: EvalOptions, on_only: bool = False) -> dict[str,
                 "with_vlm": explain(trace.site, ev, trace),
             }
         )
-    false_on = sum(a.event_id is None for a in on.score.alerts)
     false_off = sum(a.event_id is None for a in off.score.alerts)
     fates = Counter(f.fate() for f in trace.followed)
     return {
         "seed": seed,
         "found": {"on": len(found_on), "off": len(found_off)},
-        "false": {"on": false_on, "off": false_off},
+        "false": {"on": len(false_alerts), "off": false_off},
         "events": len(on.score.events),
         "fates": dict(fates),
         "gate": on.gate,

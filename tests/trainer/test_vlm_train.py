@@ -190,3 +190,34 @@ def test_qlora_cli_merges_and_reports_before_after(tmp_path, checkpoint, data, m
 
     merged, _ = load_vlm(out)
     assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_mirror_flips_the_drawn_share_the_same_on_every_rank(data):
+    """--mirror: a sample's image is flipped left-right or not by (seed, step, sample) alone —
+    the same whether one process collates the global batch or two ranks collate halves of it."""
+    from trainer.vlm.data import load_image_rgb
+
+    tok = build_tokenizer()
+    layout = PromptLayout.from_tokenizer(tok, TINY.image_seq_len, TINY.image_size)
+    samples = load_samples(data)
+    plain = VQABatches(data, samples, layout, 4, seed=3)
+    mirrored = VQABatches(data, samples, layout, 4, seed=3, mirror=0.5)
+    flips = []
+    for step in range(6):
+        [a] = plain.rank_batches(step, 0, 1, 1)
+        [b] = mirrored.rank_batches(step, 0, 1, 1)
+        halves = [mirrored.rank_batches(step, r, 2, 1)[0] for r in range(2)]
+        torch.testing.assert_close(
+            torch.cat([h["pixel_values"] for h in halves]), b["pixel_values"]
+        )
+        assert torch.equal(a["input_ids"], b["input_ids"])  # questions and answers unchanged
+        for row in range(4):
+            same = torch.equal(a["pixel_values"][row], b["pixel_values"][row])
+            flipped = torch.equal(a["pixel_values"][row].flip(-1), b["pixel_values"][row])
+            assert same or flipped
+            flips.append(flipped and not same)
+    assert 0 < sum(flips) < len(flips)  # some mirrored, some not
+    image = load_image_rgb(data, samples[0])
+    assert not (image[:, ::-1] == image).all()  # the renders are not symmetric themselves
+    with pytest.raises(ValueError, match="mirror"):
+        VQABatches(data, samples, layout, 4, mirror=1.5)

@@ -32,6 +32,13 @@ def _optim_args(p: argparse.ArgumentParser, steps: int, lr: float, batch: int) -
     p.add_argument(
         "--log-every", type=int, default=25, help="steps per loss record (default: %(default)s)"
     )
+    p.add_argument(
+        "--mirror",
+        type=float,
+        default=0.0,
+        help="share of samples shown mirrored left-right, drawn per sample and step; every VQA "
+        "answer holds in a mirrored world (default: 0)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per rank (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     d = p.add_argument_group(
@@ -158,6 +165,8 @@ def _optim(args: argparse.Namespace) -> Any:
 
     if min(args.steps, args.batch_size, args.grad_accum, args.log_every) <= 0:
         raise CommandError("--steps, --batch-size, --grad-accum and --log-every must be positive")
+    if not 0.0 <= args.mirror <= 1.0:
+        raise CommandError(f"--mirror must be within 0-1, not {args.mirror}")
     warmup = args.warmup_steps
     checkpoint_dir = args.checkpoint_dir
     if checkpoint_dir is None and args.checkpoint_every > 0:
@@ -173,6 +182,7 @@ def _optim(args: argparse.Namespace) -> Any:
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        mirror=args.mirror,
     )
 
 

@@ -72,7 +72,11 @@ def tiny_config(preset: str) -> TinyVLMConfig:
 
 
 def build_task(
-    data: Path, tiny: TinyVLMConfig | str = "default", seed: int = 0, batch_size: int = 16
+    data: Path,
+    tiny: TinyVLMConfig | str = "default",
+    seed: int = 0,
+    batch_size: int = 16,
+    mirror: float = 0.0,
 ) -> VLMTask:
     """The tiny VLM (identical weights on every rank for a given seed) and its data."""
     tiny = tiny_config(tiny) if isinstance(tiny, str) else tiny
@@ -80,7 +84,7 @@ def build_task(
     tokenizer = build_tokenizer(s.question for s in samples)
     model = build_tiny_model(tiny, tokenizer, seed=seed)
     layout = PromptLayout.from_tokenizer(tokenizer, tiny.image_seq_len, tiny.image_size)
-    batches = VQABatches(data, samples, layout, batch_size, seed=seed)
+    batches = VQABatches(data, samples, layout, batch_size, seed=seed, mirror=mirror)
     return VLMTask(model, tokenizer, layout, tiny, batches)
 
 
@@ -104,7 +108,7 @@ def pretrain(
     from trainer.distributed.fsdp import shard_if_launched
 
     env = current_env()
-    task = build_task(data, tiny or TinyVLMConfig(), optim.seed, optim.batch_size)
+    task = build_task(data, tiny or TinyVLMConfig(), optim.seed, optim.batch_size, optim.mirror)
     n_params = sum(p.numel() for p in task.model.parameters())
     log0(
         f"tiny Idefics3: {n_params / 1e6:.2f} M parameters, {task.num_samples} samples from "
@@ -124,6 +128,7 @@ def pretrain(
                 "data": str(data),
                 "steps": optim.steps,
                 "world_size": env.world_size,
+                "mirror": optim.mirror,
             }
         ],
     )

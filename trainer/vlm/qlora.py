@@ -171,7 +171,9 @@ def qlora(
         env=env,
     )
     model = shard_if_launched(model, fsdp)
-    batches = VQABatches(data, samples, layout, optim.batch_size, seed=optim.seed)
+    batches = VQABatches(
+        data, samples, layout, optim.batch_size, seed=optim.seed, mirror=optim.mirror
+    )
     history = train_loop(model, batches, optim, progress=progress)
 
     adapter_dir = out / "adapter"
@@ -189,6 +191,7 @@ def qlora(
             "steps": optim.steps,
             "rank": cfg.rank,
             "world_size": env.world_size,
+            "mirror": optim.mirror,
             # the share of gate views (motion-blurred / partly out of view) it trained on: the
             # export declares them so that the edge gate asks about such views
             "gate_views": _gate_views(data),

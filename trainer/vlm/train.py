@@ -47,6 +47,11 @@ class OptimConfig:
     """A sharded checkpoint every N steps and after the last (with ``checkpoint_dir``)."""
     resume: Path | None = None
     """A checkpoint folder (``step-N``) or a root holding them: continue from it."""
+    mirror: float = 0.0
+    """Share of samples shown mirrored left-right (a fresh draw per sample and step). Every
+    question of the VQA splits keeps its answer in a mirrored world (colours, counts, which
+    side of a painted line a worker stands on), so it doubles the views the vision tower
+    learns from."""
 
 
 Batch = dict[str, Any]
@@ -59,6 +64,10 @@ class VQABatches:
     Global batch ``s`` is a slice of a seeded per-epoch permutation
     (:class:`~trainer.distributed.loop.StepSampler`): iterating gives batches 0, 1, 2, …, and
     :meth:`rank_batches` gives one rank's rows of any of them.
+
+    ``mirror``: the share of samples shown mirrored left-right; whether sample ``i`` is
+    mirrored at step ``s`` depends on (seed, s, i) alone, so every rank and a resumed run see
+    the same images.
     """
 
     def __init__(
@@ -68,9 +77,13 @@ class VQABatches:
         layout: PromptLayout,
         batch_size: int,
         seed: int = 0,
+        mirror: float = 0.0,
     ):
         if not samples:
             raise ValueError(f"{folder}: no samples")
+        if not 0.0 <= mirror <= 1.0:
+            raise ValueError(f"mirror must be within 0-1, not {mirror}")
+        self.mirror = mirror
         self.folder = Path(folder)
         self.samples = list(samples)
         self.layout = layout
@@ -87,7 +100,8 @@ class VQABatches:
         answer = self.layout.answer_ids(sample.answer)
         return prompt + answer, [-100] * len(prompt) + answer
 
-    def collate(self, samples: Sequence[VQASample]) -> Batch:
+    def collate(self, samples: Sequence[VQASample], mirrored: Sequence[bool] = ()) -> Batch:
+        """The batch of ``samples``; ``mirrored[k]``: sample k's image flipped left-right."""
         import torch
 
         encoded = [self.encode(s) for s in samples]
@@ -100,12 +114,25 @@ class VQABatches:
             labels[i, : len(lab)] = torch.tensor(lab)
             mask[i, : len(ids)] = 1
         images = [load_image_rgb(self.folder, s) for s in samples]
+        images = [
+            np.ascontiguousarray(im[:, ::-1]) if k < len(mirrored) and mirrored[k] else im
+            for k, im in enumerate(images)
+        ]
         return {
             "input_ids": input_ids,
             "attention_mask": mask,
             "labels": labels,
             "pixel_values": self.layout.pixel_values(images),
         }
+
+    def _step_batch(self, step: int, indices: Iterable[int]) -> Batch:
+        """The batch of samples ``indices`` as global batch ``step`` shows them."""
+        idx = [int(i) for i in indices]
+        flips = [
+            self.mirror > 0.0 and np.random.default_rng([self.seed, step, i]).random() < self.mirror
+            for i in idx
+        ]
+        return self.collate([self.samples[i] for i in idx], flips)
 
     def _sampler(self) -> Any:
         from trainer.distributed.loop import StepSampler
@@ -115,12 +142,12 @@ class VQABatches:
     def rank_batches(self, step: int, rank: int, world_size: int, grad_accum: int) -> list[Batch]:
         """Micro-batches of rank ``rank``'s rows of global batch ``step`` (only those rows)."""
         rows = self._sampler().rank_indices(step, rank, world_size, grad_accum)
-        return [self.collate([self.samples[i] for i in idx]) for idx in rows]
+        return [self._step_batch(step, idx) for idx in rows]
 
     def __iter__(self) -> Iterator[Batch]:
         sampler = self._sampler()
         for step in itertools.count():
-            yield self.collate([self.samples[i] for i in sampler.indices(step)])
+            yield self._step_batch(step, sampler.indices(step))
 
 
 def train_loop(

@@ -373,8 +373,9 @@ class MqttLink:
             return
         results, self._results = self._results, []
         acked = [message_id for message_id, _, code, _ in results if code < FIRST_FAILURE_REASON]
-        self.outbox.ack_many(acked)
+        # counted first: a reader that sees the outbox drained (wait_drained) sees the count too
         self.num_acked += len(acked)
+        self.outbox.ack_many(acked)
         refused_other_than_status = False
         for message_id, kind, code, name in results:
             if code >= FIRST_FAILURE_REASON and self.outbox.refuse(message_id, code, name):
